@@ -44,10 +44,15 @@ class Version:
     version: str
     parent: Optional[str]
     parts: list[Part]
-    counts: dict[str, Any] = field(default_factory=dict)
+    # Per source: the rejects found by discovery (a transcript without audio, ...). They are
+    # recomputed by every build of that source, so they live beside the parts, not in them.
+    discovery: dict[str, dict[str, str]] = field(default_factory=dict)  # source -> {key, file}
 
     def files(self, table: str) -> list[str]:
-        return [f for p in self.parts for f in p.files.get(table, [])]
+        files = [f for p in self.parts for f in p.files.get(table, [])]
+        if table == "rejects":
+            files += [d["file"] for _, d in sorted(self.discovery.items())]
+        return files
 
     def shard_paths(self) -> list[str]:
         return [s for p in self.parts for s in p.shards]
@@ -63,18 +68,18 @@ class Version:
             "version": self.version,
             "parent": self.parent,
             "parts": [p.to_dict() for p in self.parts],
-            "counts": self.counts,
+            "discovery": self.discovery,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Version":
-        return cls(d["version"], d.get("parent"), [Part.from_dict(p) for p in d["parts"]], d.get("counts", {}))
+        return cls(d["version"], d.get("parent"), [Part.from_dict(p) for p in d["parts"]], dict(d.get("discovery", {})))
 
 
-def version_id(parent: Optional[str], kept_parts: list[str], new_part_key: str) -> str:
+def version_id(parent: Optional[str], kept_parts: list[str], new_part_key: str, discovery_key: str) -> str:
     """Deterministic: the same parent and the same new work give the same version name, so a
     killed build that is run again writes to the same places."""
-    blob = "|".join([parent or "-", ",".join(sorted(kept_parts)), new_part_key]).encode()
+    blob = "|".join([parent or "-", ",".join(sorted(kept_parts)), new_part_key, discovery_key]).encode()
     return "v-" + hashlib.sha256(blob).hexdigest()[:12]
 
 

@@ -53,9 +53,9 @@ class PartTables:
         }
 
 
-def collect(store: Store, tasks: list[RecordingTask], discovery_rejects: list[Reject]) -> PartTables:
+def collect(store: Store, tasks: list[RecordingTask]) -> PartTables:
     """Read back every processed recording's results, in recording-id order (deterministic)."""
-    tables = PartTables(rejects=list(discovery_rejects))
+    tables = PartTables()
     for task in sorted(tasks, key=lambda t: t.recording_id):
         result = load_result(store, task.recording_id)
         tables.rejects.extend(result.rejects)

@@ -47,7 +47,7 @@ class Reporter:
         for label in ("recordings", "utterances", "turns", "pairs", "windows", "codec_chunks", "shards"):
             new = s["new"].get(label, 0)
             table.add_row(label, f"{s['totals'].get(label, 0):,}  (+{new:,} this build)")
-        table.add_row("hours", f"{s['totals'].get('hours', 0):.2f} h audio, {s['totals'].get('pair_hours', 0):.2f} h in pairs")
+        table.add_row("hours", f"{s['totals'].get('hours', 0):.2f} h of recordings, {s['totals'].get('ai_hours', 0):.2f} h of AI turns in pairs")
         rejects = s.get("rejects_by_reason") or {}
         table.add_row("rejects", ", ".join(f"{k}={v}" for k, v in sorted(rejects.items())) or "none")
         for label in ("out", "catalog", "shard_index", "build_record"):

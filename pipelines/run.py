@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from catalog.lock import BuildLock
 from catalog.parquet import read_table, write_table
-from catalog.schema import Build, Shard, from_arrow, from_dict, to_arrow, to_dict
+from catalog.schema import Build, Reject, Shard, from_arrow, from_dict, to_arrow, to_dict
 from catalog.store import Store
 from catalog.versions import Part, Version, commit, current
 from catalog.views import CATALOG_DB, connect, write_catalog_db
@@ -54,7 +54,7 @@ def run_build(cfg: BuildConfig, reporter: Optional[Reporter] = None) -> dict[str
         discovery = source.discover()
         reporter.info(f"[bold]discover[/] {cfg.source}: {len(discovery.tasks)} recordings, {len(discovery.rejects)} rejected")
         parent = current(store)
-        plan = plan_build(parent, discovery, cfg.pipeline)
+        plan = plan_build(parent, cfg.source, discovery, cfg.pipeline)
         tables = PartTables()
         if plan.unchanged:
             assert parent is not None
@@ -107,7 +107,7 @@ def _build_part(cfg: BuildConfig, store: Store, plan, reporter: Reporter, tables
             with reporter.stage("ingest", len(plan.new_tasks)) as advance:
                 for res in engine.map(RecordingProcessor, args, plan.new_tasks, cfg.engine.cpus_per_recording):
                     advance(**{res["status"]: 1}, **({"cached": 1} if res["cached"] else {}))
-        collected = collect(store, plan.new_tasks, plan.new_rejects)
+        collected = collect(store, plan.new_tasks)
         tables.__dict__.update(collected.__dict__)
         jobs = plan_shard_jobs(tables, plan.version, cfg.pipeline)
         if jobs:
@@ -122,9 +122,16 @@ def _build_part(cfg: BuildConfig, store: Store, plan, reporter: Reporter, tables
     finally:
         if engine is not None:
             engine.shutdown()
-    files = write_part_tables(store, tables, plan.version, cfg.source)
-    part = Part(plan.version, plan.config_key, plan.new_items, files, [s.path for s in tables.shards])
-    version = Version(plan.version, plan.parent.version if plan.parent else None, plan.kept + [part])
+    parts = list(plan.kept)
+    if plan.new_items:
+        files = write_part_tables(store, tables, plan.version, cfg.source)
+        parts.append(Part(plan.version, plan.config_key, plan.new_items, files, [s.path for s in tables.shards]))
+    discovery = dict(plan.parent.discovery) if plan.parent else {}
+    discovery_file = f"catalog/rejects/source={cfg.source}/discovery-{plan.version}.parquet"
+    write_table(store, discovery_file, Reject, to_arrow(Reject, plan.discovery_rejects) if plan.discovery_rejects else None)
+    discovery[cfg.source] = {"key": plan.discovery_key, "file": discovery_file}
+    tables.rejects.extend(plan.discovery_rejects)
+    version = Version(plan.version, plan.parent.version if plan.parent else None, parts, discovery)
     write_index(store, f"shards/{version.version}/index.json", version.version, _all_shards(store, version))
     commit(store, version)
     return version
@@ -157,7 +164,7 @@ def _totals(store: Store) -> tuple[dict[str, Any], dict[str, int]]:
         totals = {name: q(f'select count(*) from "{name}"') for name in
                   ("recordings", "utterances", "turns", "pairs", "windows", "codec_chunks", "shards", "rejects")}
         totals["hours"] = round(float(q("select coalesce(sum(duration_s), 0) / 3600 from recordings")), 3)
-        totals["pair_hours"] = round(float(q("select coalesce(sum(user_duration_s + ai_duration_s), 0) / 3600 from pairs")), 3)
+        totals["ai_hours"] = round(float(q("select coalesce(sum(ai_duration_s), 0) / 3600 from pairs")), 3)
         by_reason = dict(Counter({r: n for r, n in con.execute("select reason, count(*) from rejects group by reason").fetchall()}))
     finally:
         con.close()

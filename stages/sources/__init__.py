@@ -11,7 +11,7 @@ from pydantic import BaseModel
 RECIPES: dict[str, tuple[str, str, str]] = {
     "fisher": ("stages.sources.fisher", "FisherSource", "FisherConfig"),
     "callhome": ("stages.sources.callhome", "CallHomeSource", "CallHomeConfig"),
-    "demo": ("stages.sources.demo", "DemoSource", "DemoConfig"),
+    "demo": ("stages.sources.demo_source", "DemoSource", "DemoConfig"),
 }
 
 
