@@ -17,6 +17,9 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 
+TMP_DIR = ".tmp"
+
+
 class Store:
     def __init__(self, root: str, storage_options: dict[str, Any] | None = None):
         self.url = root.rstrip("/") or "/"
@@ -77,7 +80,11 @@ class Store:
         final = self.path(rel)
         if self.is_local:
             os.makedirs(os.path.dirname(final), exist_ok=True)
-            tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
+            # Temporary files live in one folder, so a build killed mid-write leaves nothing
+            # beside published files, and the next build clears them in one sweep.
+            tmp_dir = os.path.join(self.root, TMP_DIR)
+            os.makedirs(tmp_dir, exist_ok=True)
+            tmp = os.path.join(tmp_dir, uuid.uuid4().hex)
             try:
                 with open(tmp, "wb") as f:
                     yield f
@@ -93,7 +100,10 @@ class Store:
             try:
                 yield f
             except BaseException:
-                f.discard() if hasattr(f, "discard") else None
+                # Drop the buffered data (s3fs also aborts a started multipart upload) and mark
+                # the file closed so garbage collection cannot publish it after all.
+                f.discard()
+                f.closed = True
                 raise
             f.close()
 
@@ -103,6 +113,11 @@ class Store:
 
     def write_json(self, rel: str, obj: Any) -> None:
         self.write_bytes(rel, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False).encode())
+
+    def clear_temporary(self) -> None:
+        """Remove what killed writers left behind; only call while holding the build lock."""
+        if self.is_local:
+            self.remove(TMP_DIR)
 
     def remove(self, rel: str) -> None:
         try:

@@ -63,12 +63,23 @@ def _duck_type(arrow_type) -> str:
     raise TypeError(arrow_type)
 
 
+def _read_through_fsspec(con: duckdb.DuckDBPyConnection, store: Store) -> None:
+    """Object-store paths are read with the store's own fsspec filesystem (credentials from
+    the environment), not DuckDB's httpfs extension, which would be downloaded at run time."""
+    if store.is_local:
+        return
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.register_filesystem(store.fs)
+
+
 def write_catalog_db(store: Store, version: Optional[Version]) -> None:
     """(Re)create catalog.duckdb for a version, replacing the old one atomically."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, CATALOG_DB)
         con = duckdb.connect(path)
         try:
+            _read_through_fsspec(con, store)
             for stmt in view_statements(version, store.uri, bool(store.list("catalog/builds"))):
                 con.execute(stmt)
         finally:
@@ -81,8 +92,7 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the current version's views, reading through fsspec, so it
     works for object storage without DuckDB extensions."""
     con = duckdb.connect()
-    if not store.is_local:
-        con.register_filesystem(store.fs)
+    _read_through_fsspec(con, store)
     for stmt in view_statements(current(store), store.uri, bool(store.list("catalog/builds"))):
         con.execute(stmt)
     return con

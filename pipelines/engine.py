@@ -68,7 +68,12 @@ class RayEngine:
         rows = [{"item": pickle.dumps(it)} for it in items]
         ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 1000))
         workers = max(1, min(len(rows), int(self.max_workers / num_cpus)))
-        ds = ds.map(_PickledRow, fn_constructor_args=(fn_class, ctor_args), concurrency=workers, num_cpus=num_cpus)
+        ds = ds.map(
+            _PickledRow,
+            fn_constructor_args=(fn_class, ctor_args),
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=num_cpus,
+        )
         for row in ds.iter_rows():
             yield pickle.loads(row["result"])
 

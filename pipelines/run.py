@@ -50,6 +50,7 @@ def run_build(cfg: BuildConfig, reporter: Optional[Reporter] = None) -> dict[str
     build_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     store = Store(cfg.out, cfg.storage_options)
     with BuildLock(store):
+        store.clear_temporary()
         source = make_source(cfg.source, cfg.source_options)
         discovery = source.discover()
         reporter.info(f"[bold]discover[/] {cfg.source}: {len(discovery.tasks)} recordings, {len(discovery.rejects)} rejected")
