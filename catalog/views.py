@@ -18,6 +18,7 @@ from catalog.store import Store
 from catalog.versions import Version, current
 
 CATALOG_DB = "catalog.duckdb"
+STORAGE_VERSION = "v1.0.0"
 
 
 def _sql_list(paths: list[str]) -> str:
@@ -77,8 +78,11 @@ def write_catalog_db(store: Store, version: Optional[Version]) -> None:
     """(Re)create catalog.duckdb for a version, replacing the old one atomically."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, CATALOG_DB)
-        con = duckdb.connect(path)
+        con = duckdb.connect()
         try:
+            # An older storage format, so the duckdb CLIs users already have can open it.
+            con.execute(f"ATTACH '{path}' AS catalog (STORAGE_VERSION '{STORAGE_VERSION}')")
+            con.execute("USE catalog")
             _read_through_fsspec(con, store)
             for stmt in view_statements(version, store.uri, bool(store.list("catalog/builds"))):
                 con.execute(stmt)

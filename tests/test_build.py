@@ -6,6 +6,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import duckdb
 import pytest
@@ -118,28 +120,64 @@ def test_second_build_on_same_output_refuses(demo_copy, tmp_path):
 
 
 def test_bad_input_becomes_rejects_and_the_build_completes(demo_copy, tmp_path):
-    root = demo_copy
-    sph = sorted(root.rglob("*.sph"))
-    txt = sorted(root.rglob("*.txt"))
-    # truncated audio
+    import numpy as np
+
+    from stages.sphere import sphere_header_bytes
+
+    sph = sorted(demo_copy.rglob("*.sph"))
+    txt = sorted(demo_copy.rglob("fe_03_*.txt"))
+    audio_dir, text_dir = sph[0].parent, txt[0].parent
+    tone = (np.sin(np.arange(8000 * 4) * 0.05) * 8000).astype("int16")
+
+    def add_call(number, write_audio, transcript):
+        if write_audio:
+            write_audio(str(audio_dir / f"fe_03_{number}.sph"))
+        if transcript is not None:
+            (text_dir / f"fe_03_{number}.txt").write_text(transcript)
+
+    ok_lines = "0.50 1.50 A: hello there\n1.80 3.00 B: hi how are you\n"
+    # truncated SPHERE: a third of the file is gone
     data = sph[0].read_bytes()
     sph[0].write_bytes(data[: len(data) // 3])
-    # audio without transcript
-    write_sphere(str(sph[0].parent / "fe_03_99001.sph"), __import__("numpy").zeros((2, 8000), "int16") + 5, 8000)
-    # malformed lines and a line past the end of the audio
-    with open(txt[1], "a") as f:
+    # a header that lies about its length: claims half the samples that are there
+    body = sph[1].read_bytes()[1024:]
+    frames = len(body) // 2
+    sph[1].write_bytes(sphere_header_bytes(2, frames // 2, 8000, coding="ulaw") + body)
+    # corrupt header, missing channel, audio without transcript, transcript without audio
+    add_call("99001", lambda p: open(p, "wb").write(b"NIST_1A\n garbage that is not a header" * 10), ok_lines)
+    add_call("99002", lambda p: write_sphere(p, tone[None, :], 8000), ok_lines)
+    add_call("99003", lambda p: write_sphere(p, np.stack([tone, tone[::-1]]), 8000), None)
+    add_call("99004", None, ok_lines)
+    # malformed lines and a line past the end of the audio, in an otherwise good call
+    with open(txt[2], "a") as f:
         f.write("not a transcript line\n12.0 A: missing end time\n9000.00 9001.00 B: far past the end\n")
     # a conversation with nothing in it
-    txt[2].write_text("# empty\n\n")
+    add_call("99005", lambda p: write_sphere(p, np.stack([tone, tone[::-1]]), 8000), "# empty\n\n")
+
     out = tmp_path / "corpus"
-    s = build(root, out)
+    s = build(demo_copy, out)
     reasons = s["rejects_by_reason"]
     assert reasons.get("sphere_truncated") == 1
+    assert reasons.get("sphere_length_mismatch") == 1
+    assert reasons.get("sphere_bad_header") == 1
+    assert reasons.get("missing_channel") == 1
     assert reasons.get("audio_without_transcript") == 1
+    assert reasons.get("transcript_without_audio") == 1
     assert reasons.get("transcript_malformed_line") == 2
     assert reasons.get("utterance_past_audio_end") == 1
     assert reasons.get("empty_conversation") == 1
-    assert s["totals"]["recordings"] == 1 and s["totals"]["pairs"] > 0
+    assert s["totals"]["recordings"] == 1 and s["totals"]["pairs"] > 0  # the one good call
     con = catalog(out)
     rows = con.execute("select stage, item_id, detail from rejects where reason = 'sphere_truncated'").fetchall()
     assert rows[0][1].endswith(sph[0].stem) and rows[0][2]
+    assert con.execute("select count(*) from rejects where detail = '' or detail is null").fetchone()[0] == 0
+
+
+def test_duckdb_cli_reads_the_catalog(demo_copy, tmp_path):
+    out = tmp_path / "corpus"
+    s = build(demo_copy, out)
+    cli = os.path.join(os.path.dirname(sys.executable), "duckdb")
+    proc = subprocess.run([cli, "-csv", str(out / "catalog.duckdb"), "select lang, count(*) from pairs group by all"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[1] == f"en,{s['totals']['pairs']}"
