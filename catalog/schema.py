@@ -24,6 +24,7 @@ class Word:
     start_s: float
     end_s: float
     confidence: Optional[float] = None
+    overlap: bool = False  # spoken while another speaker was talking
 
 
 @dataclass

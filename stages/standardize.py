@@ -8,6 +8,7 @@ import numpy as np
 
 from stages.audio import DecodedAudio, effective_bandwidth_hz, encode_flac, resample
 from stages.config import StandardizeConfig
+from stages.loudness import normalize_channels
 from stages.sources.base import RejectError
 
 
@@ -36,7 +37,10 @@ def standardize(decoded: DecodedAudio, cfg: StandardizeConfig) -> StandardAudio:
         raise RejectError("audio_decode_failed", "non-finite samples")
     # Bandwidth is measured on the native signal: upsampling adds no content above its Nyquist.
     bw = min(effective_bandwidth_hz(decoded.samples, decoded.sample_rate), decoded.sample_rate / 2)
-    samples = resample(decoded.samples, decoded.sample_rate, cfg.sample_rate)
+    samples = decoded.samples
+    if cfg.loudness_lufs is not None:
+        samples, _ = normalize_channels(samples, decoded.sample_rate, cfg.loudness_lufs, cfg.max_gain_db)
+    samples = resample(samples, decoded.sample_rate, cfg.sample_rate)
     return StandardAudio(
         samples=samples.astype(np.float32, copy=False),
         sample_rate=cfg.sample_rate,

@@ -31,6 +31,8 @@ class RecordingTask:
     license: str
     # Extra per-recording facts from the source's metadata tables (speaker genders, topic, ...).
     metadata: dict[str, Any] = field(default_factory=dict)
+    # No transcript: speakers and words come from VAD, diarization and ASR (stages/analyze.py).
+    needs_analysis: bool = False
 
     @property
     def recording_id(self) -> str:
