@@ -41,9 +41,12 @@ def _ffmpeg(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", *args], capture_output=True, stdin=subprocess.DEVNULL)
 
 
-def measure_loudness(path: str) -> tuple[Optional[float], Optional[float]]:
-    """Integrated loudness (LUFS) and true peak (dBTP) of the whole file, streamed."""
-    proc = _ffmpeg(["-i", path, "-map", "0:a:0", "-af", "loudnorm=print_format=json", "-f", "null", "-"])
+def measure_loudness(path: str, sample_rate: Optional[int] = None) -> tuple[Optional[float], Optional[float]]:
+    """Integrated loudness (LUFS) and true peak (dBTP) of the whole file, streamed; measured
+    after resampling to `sample_rate` when given, since dropping the band above its Nyquist
+    lowers the loudness of wideband material."""
+    resample = f"aresample={sample_rate}:resampler=soxr," if sample_rate else ""
+    proc = _ffmpeg(["-i", path, "-map", "0:a:0", "-af", f"{resample}loudnorm=print_format=json", "-f", "null", "-"])
     if proc.returncode != 0:
         raise RejectError("audio_decode_failed", f"ffmpeg: {_last_line(proc.stderr)}")
     match = re.search(rb"\{[^{}]*\"input_i\"[^{}]*\}", proc.stderr)
@@ -80,7 +83,7 @@ def standardize_file(
         raise RejectError("audio_empty", f"{path}: zero-length file")
     info = _probe(path)
     native, channels = int(info["sample_rate"]), int(info["channels"])
-    lufs, peak = measure_loudness(path) if cfg.loudness_lufs is not None else (None, None)
+    lufs, peak = measure_loudness(path, cfg.sample_rate) if cfg.loudness_lufs is not None else (None, None)
     gain = 0.0
     if cfg.loudness_lufs is not None and lufs is not None:
         gain = min(cfg.loudness_lufs - lufs, cfg.max_gain_db)

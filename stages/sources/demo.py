@@ -287,12 +287,15 @@ def telephone_band(x: np.ndarray, sr: int, lo: float = 300.0, hi: float = 3400.0
     return np.fft.irfft(spec * gain, n=len(x))
 
 
-def synthesize(text: str, voice: Voice, workdir: str) -> np.ndarray:
-    """One utterance through espeak-ng → trimmed, 8 kHz float clip peaking at `voice.gain`."""
+def synthesize(
+    text: str, voice: Voice, workdir: str, sample_rate: int = SAMPLE_RATE, lang: str = "en-us"
+) -> np.ndarray:
+    """One utterance through espeak-ng (voice `lang`, e.g. en-us, hi, te) → trimmed float clip
+    at `sample_rate` (8 kHz for the telephone demo) peaking at `voice.gain`."""
     fd, wav = tempfile.mkstemp(suffix=".wav", dir=workdir)
     os.close(fd)
     try:
-        cmd = ["espeak-ng", "-v", f"en-us+{voice.variant}", "-p", str(voice.pitch),
+        cmd = ["espeak-ng", "-v", f"{lang}+{voice.variant}", "-p", str(voice.pitch),
                "-s", str(voice.speed), "-w", wav, text]
         try:
             subprocess.run(cmd, check=True, capture_output=True, timeout=60)
@@ -303,7 +306,7 @@ def synthesize(text: str, voice: Voice, workdir: str) -> np.ndarray:
         os.unlink(wav)
     if audio.ndim > 1:
         audio = audio.mean(axis=1)
-    clip = soxr.resample(trim_silence(audio, sr), sr, SAMPLE_RATE, quality="HQ")
+    clip = soxr.resample(trim_silence(audio, sr), sr, sample_rate, quality="HQ")
     peak = float(np.max(np.abs(clip))) if len(clip) else 0.0
     if peak <= 0:
         raise RuntimeError(f"espeak-ng produced silence for {text!r}")
