@@ -48,7 +48,8 @@ class ConversationAnalyzer:
         turns = self.diarizer(audio, sample_rate, speech)
         if not turns:
             raise RejectError("no_speech", "diarization found no speaker")
-        result = self.asr.transcribe(mono, speech)
+        hint = recording.lang if recording.lang in self.cfg.asr.languages else None
+        result = self.asr.transcribe(mono, speech, lang_hint=hint)
         if not result.segments:
             raise RejectError("no_speech", "speech recognition found no words")
         aligned = align_words(result.segments, turns)

@@ -12,6 +12,8 @@ RECIPES: dict[str, tuple[str, str, str]] = {
     "fisher": ("stages.sources.fisher", "FisherSource", "FisherConfig"),
     "callhome": ("stages.sources.callhome", "CallHomeSource", "CallHomeConfig"),
     "demo": ("stages.sources.demo_source", "DemoSource", "DemoConfig"),
+    "podcasts": ("stages.sources.podcasts", "PodcastsSource", "PodcastsConfig"),
+    "local": ("stages.sources.local", "LocalSource", "LocalConfig"),
 }
 
 
