@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stages.config import PipelineConfig
+from stages.fetch import redact_url
 from stages.sources import RECIPES, source_config_class
 
 
@@ -19,6 +20,9 @@ class EngineConfig(BaseModel):
     address: Optional[str] = Field(None, description="Ray cluster address; None starts a local Ray")
     num_cpus: Optional[int] = Field(None, gt=0, description="CPUs for a local Ray (default: all)")
     cpus_per_recording: float = Field(1.0, gt=0)
+    gpus_per_recording: float = Field(
+        0.0, ge=0, description="GPUs each recording worker holds (ASR and diarization models run there)"
+    )
     cpus_per_shard: float = Field(1.0, gt=0)
 
 
@@ -35,15 +39,26 @@ class BuildConfig(BaseModel):
         return source_config_class(self.source).model_validate(self.source_options)
 
     def record(self) -> dict[str, Any]:
-        """What goes into build records: everything but secrets and machine-local engine bits."""
-        return {
+        """What goes into build records: everything but secrets and machine-local engine bits.
+        URLs lose their user info and query (where feed tokens live)."""
+        return _redact_urls({
             "source": self.source,
             "source_options": self.validated_source_options().model_dump(mode="json"),
             "pipeline": self.pipeline.model_dump(mode="json"),
-        }
+        })
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.record(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _redact_urls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _redact_urls(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_urls(v) for v in value]
+    if isinstance(value, str) and value.startswith(("http://", "https://")):
+        return redact_url(value)
+    return value
 
 
 class ConfigError(ValueError):

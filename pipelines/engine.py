@@ -14,13 +14,13 @@ from pipelines.config import EngineConfig
 
 
 class Engine(Protocol):
-    def map(self, fn_class: type, ctor_args: tuple, items: Sequence[Any], num_cpus: float) -> Iterator[Any]: ...
+    def map(self, fn_class: type, ctor_args: tuple, items: Sequence[Any], num_cpus: float, num_gpus: float = 0.0) -> Iterator[Any]: ...
 
     def shutdown(self) -> None: ...
 
 
 class InlineEngine:
-    def map(self, fn_class: type, ctor_args: tuple, items: Sequence[Any], num_cpus: float) -> Iterator[Any]:
+    def map(self, fn_class: type, ctor_args: tuple, items: Sequence[Any], num_cpus: float, num_gpus: float = 0.0) -> Iterator[Any]:
         fn = fn_class(*ctor_args)
         for item in items:
             yield fn(item)
@@ -61,18 +61,22 @@ class RayEngine:
         ctx.print_on_execution_start = False
         self.max_workers = max(1, int(ray.available_resources().get("CPU", 1)))
 
-    def map(self, fn_class: type, ctor_args: tuple, items: Sequence[Any], num_cpus: float) -> Iterator[Any]:
+    def map(self, fn_class: type, ctor_args: tuple, items: Sequence[Any], num_cpus: float, num_gpus: float = 0.0) -> Iterator[Any]:
         if not items:
             return
         ray = self._ray
         rows = [{"item": pickle.dumps(it)} for it in items]
         ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 1000))
         workers = max(1, min(len(rows), int(self.max_workers / num_cpus)))
+        if num_gpus:
+            gpus = self._ray.available_resources().get("GPU", 0)
+            workers = max(1, min(workers, int(gpus / num_gpus)))
         ds = ds.map(
             _PickledRow,
             fn_constructor_args=(fn_class, ctor_args),
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=num_cpus,
+            num_gpus=num_gpus or None,
         )
         for row in ds.iter_rows():
             yield pickle.loads(row["result"])

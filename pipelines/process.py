@@ -147,7 +147,8 @@ class RecordingProcessor:
             recording_id=task.recording_id,
             source=task.source,
             origin_id=task.origin_id,
-            origin=task.audio_path,
+            # Where it came from for people: a podcast's enclosure or page, else the file read.
+            origin=task.metadata.get("audio_url") or task.metadata.get("page_url") or task.audio_path,
             license=task.license,
             lang=task.lang,
             audio_path=audio_rel(task.recording_id, task.source),

@@ -106,7 +106,8 @@ def _build_part(cfg: BuildConfig, store: Store, plan, reporter: Reporter, tables
             source = make_source(cfg.source, cfg.source_options)
             args = (source, cfg.out, cfg.storage_options, cfg.pipeline)
             with reporter.stage("ingest", len(plan.new_tasks)) as advance:
-                for res in engine.map(RecordingProcessor, args, plan.new_tasks, cfg.engine.cpus_per_recording):
+                for res in engine.map(RecordingProcessor, args, plan.new_tasks, cfg.engine.cpus_per_recording,
+                                      cfg.engine.gpus_per_recording):
                     advance(**{res["status"]: 1}, **({"cached": 1} if res["cached"] else {}))
         collected = collect(store, plan.new_tasks)
         tables.__dict__.update(collected.__dict__)

@@ -74,7 +74,7 @@ def ffmpeg_decode_f32(
         raise RejectError("audio_decode_failed", f"ffmpeg: {_last_line(proc.stderr)}")
     data = np.frombuffer(proc.stdout, dtype="<f4")
     usable = (data.size // channels) * channels
-    return np.ascontiguousarray(data[:usable].reshape(-1, channels).T, dtype=np.float32)
+    return np.array(data[:usable].reshape(-1, channels).T, dtype=np.float32)  # a writable copy
 
 
 def _probe(path: str) -> dict:

@@ -1,0 +1,338 @@
+"""The `podcasts` source: RSS/Atom feeds (audio enclosures over HTTP) and single pages that
+yt-dlp understands, downloaded into a cache and handed on as one-microphone recordings
+(`needs_analysis`: speakers and words come from VAD, diarization and ASR).
+
+Identity is the episode GUID (a page's identity is its URL): origin_id = sha256(guid)[:16].
+Files live at download_dir/<sha256(feed url)[:16]>/<sha256(guid)[:32]>.<ext> (pages under
+download_dir/pages/), next to a JSON sidecar recording size, sha256 and the episode's facts as
+first seen. A rerun reuses every file whose sidecar matches and fetches only new episodes; the
+facts come from the sidecar so an edited title does not reprocess an episode. No name from a
+feed or page ever reaches the file system.
+
+Role hints (`roles`), applied after diarization through `assign_roles`:
+  none        speakers keep no role (role_policy `both` is the natural pairing)
+  host_first  the speaker heard first is the host, everyone else a guest
+  host_most   the speaker with the most speech is the host, everyone else a guest
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import date
+from typing import Any, Literal, Optional, Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from catalog.schema import Reject, Speaker, Utterance
+from stages.audio import DecodedAudio, decode_file, sha256_file
+from stages.config import StageConfig
+from stages.feeds import Episode, parse_feed, select_episodes
+from stages.fetch import (
+    FetchConfig,
+    Fetcher,
+    audio_extension,
+    check_url,
+    contained_path,
+    download_with_ytdlp,
+    redact_url,
+    url_hash,
+)
+from stages.sources.base import Discovery, RecordingTask, RejectError
+
+SOURCE = "podcasts"
+DISCOVER_STAGE = "discover"  # feed-level rejects
+FETCH_STAGE = "fetch"  # episode download rejects
+PAGES_DIR = "pages"
+# Query parameters that look like credentials are dropped from URLs stored in the catalog.
+_SECRET_PARAM = re.compile(r"token|key|secret|auth|sig|signature|pass|session|credential", re.I)
+
+
+def default_download_dir() -> str:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "convcorpus", "podcasts")
+
+
+def public_url(url: Optional[str]) -> Optional[str]:
+    """A URL fit for the catalog: no user info, no credential-like query parameters."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _SECRET_PARAM.search(k)])
+    return urlunsplit((parts.scheme, host, parts.path, query, ""))
+
+
+class RoleHint(StageConfig):
+    policy: Literal["none", "host_first", "host_most"] = "none"
+    host: str = Field("host", min_length=1, description="role given to the host speaker")
+    guest: str = Field("guest", min_length=1, description="role given to every other speaker")
+
+
+def _role_hint(value: Any) -> Any:
+    return {"policy": value} if isinstance(value, str) else value
+
+
+def _http_url(value: str) -> str:
+    try:
+        return check_url(value)
+    except RejectError as e:
+        raise ValueError(e.detail) from None
+
+
+class FeedConfig(StageConfig):
+    url: str = Field(description="RSS or Atom feed (http or https)")
+    title: Optional[str] = Field(None, description="display name; the feed's own title otherwise")
+    lang: Optional[str] = Field(None, description="language code; default: the source's lang, else 'auto'")
+    license: Optional[str] = Field(None, description="default: the source's license, else the feed's rights text")
+    max_episodes: Optional[int] = Field(None, ge=1, description="newest episodes to take; all if unset")
+    since: Optional[date] = None
+    until: Optional[date] = None
+    roles: RoleHint = RoleHint()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v)
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _roles(cls, v: Any) -> Any:
+        return _role_hint(v)
+
+    @model_validator(mode="after")
+    def _range(self) -> "FeedConfig":
+        if self.since and self.until and self.since > self.until:
+            raise ValueError("since is after until")
+        return self
+
+
+class PageConfig(StageConfig):
+    """One episode on a page yt-dlp understands (not a playlist)."""
+
+    url: str
+    title: Optional[str] = None
+    published: Optional[date] = None
+    lang: Optional[str] = None
+    license: Optional[str] = None
+    roles: RoleHint = RoleHint()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v)
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _roles(cls, v: Any) -> Any:
+        return _role_hint(v)
+
+
+class PodcastsConfig(StageConfig):
+    feeds: list[FeedConfig] = Field(default_factory=list)
+    pages: list[PageConfig] = Field(default_factory=list)
+    download_dir: Optional[str] = Field(None, description="episode cache (default ~/.cache/convcorpus/podcasts)")
+    lang: Optional[str] = Field(None, description="default language of feeds that set none")
+    license: Optional[str] = Field(None, description="default license of feeds that set none")
+    fetch: FetchConfig = FetchConfig()
+
+    @model_validator(mode="after")
+    def _something(self) -> "PodcastsConfig":
+        if not self.feeds and not self.pages:
+            raise ValueError("podcasts needs at least one entry in feeds or pages")
+        return self
+
+
+def assign_roles(hint: Optional[dict[str, Any]], speakers: Sequence[Speaker], utterances: Sequence[Utterance]) -> None:
+    """Set Speaker.role from a role hint (see the module doc); `none` changes nothing."""
+    if not hint or hint.get("policy", "none") == "none" or not speakers:
+        return
+    talk: dict[str, float] = {s.speaker_id: 0.0 for s in speakers}
+    first: dict[str, float] = {}
+    for u in utterances:
+        talk[u.speaker_id] = talk.get(u.speaker_id, 0.0) + max(0.0, u.end_s - u.start_s)
+        first[u.speaker_id] = min(first.get(u.speaker_id, u.start_s), u.start_s)
+    if not first:
+        return
+    if hint["policy"] == "host_first":
+        host = min(first, key=lambda sid: (first[sid], -talk[sid], sid))
+    else:  # host_most
+        host = max(talk, key=lambda sid: (talk[sid], -first.get(sid, float("inf")), sid))
+    for s in speakers:
+        s.role = hint.get("host", "host") if s.speaker_id == host else hint.get("guest", "guest")
+
+
+def _write_json(path: str, doc: dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, sort_keys=True, ensure_ascii=False, indent=1)
+    os.replace(tmp, path)
+
+
+class PodcastsSource:
+    name = SOURCE
+
+    def __init__(self, config: PodcastsConfig, fetcher: Optional[Fetcher] = None):
+        self.config = config
+        self.root = os.path.abspath(os.path.expanduser(config.download_dir or default_download_dir()))
+        # Made per discovery, not kept: the source travels to Ray workers and a Fetcher holds locks.
+        self._fetcher = fetcher
+
+    # -- discovery
+
+    def discover(self) -> Discovery:
+        os.makedirs(self.root, exist_ok=True)
+        fetcher = self._fetcher or Fetcher(self.config.fetch)
+        tasks: list[RecordingTask] = []
+        rejects: list[Reject] = []
+        seen: set[str] = set()
+        for feed in self.config.feeds:
+            self._discover_feed(fetcher, feed, tasks, rejects, seen)
+        for page in self.config.pages:
+            self._discover_page(fetcher, page, tasks, rejects, seen)
+        return Discovery(tasks=tasks, rejects=rejects)
+
+    def _discover_feed(self, fetcher: Fetcher, feed: FeedConfig, tasks: list, rejects: list, seen: set[str]) -> None:
+        feed_id = url_hash(feed.url)
+        try:
+            episodes = parse_feed(fetcher.get_bytes(feed.url), feed.url)
+        except RejectError as e:
+            reason = "feed_malformed" if e.reason == "feed_malformed" else "feed_unreachable"
+            detail = f"{redact_url(feed.url)}: {e.reason}: {e.detail}"
+            rejects.append(Reject(self.name, DISCOVER_STAGE, f"feed-{feed_id}", reason, detail[:2000]))
+            return
+        for ep in select_episodes(episodes, feed.max_episodes, feed.since, feed.until):
+            origin_id = url_hash(ep.guid)
+            if self._duplicate(origin_id, ep.guid, seen, rejects):
+                continue
+            facts = {
+                "guid": ep.guid,
+                "feed_url": public_url(ep.feed_url),
+                "feed_title": feed.title or ep.feed_title or None,
+                "title": ep.title,
+                "published": ep.published,
+                "audio_url": public_url(ep.audio_url),
+                "page_url": public_url(ep.page_url),
+                "duration_s": ep.duration_s,
+            }
+            try:
+                path, facts = self._fetch(feed_id, ep.guid, facts, lambda dest_dir, stem: self._download(fetcher, ep, dest_dir, stem))
+            except RejectError as e:
+                rejects.append(Reject(self.name, FETCH_STAGE, f"{self.name}-{origin_id}", e.reason,
+                                      f"{ep.title!r}: {e.detail}"[:2000]))
+                continue
+            lang = feed.lang or self.config.lang or "auto"
+            license = feed.license or self.config.license or ep.feed_rights or "unknown"
+            tasks.append(self._task(origin_id, path, lang, license, facts, feed.roles))
+
+    def _discover_page(self, fetcher: Fetcher, page: PageConfig, tasks: list, rejects: list, seen: set[str]) -> None:
+        guid = page.url
+        origin_id = url_hash(guid)
+        if self._duplicate(origin_id, guid, seen, rejects):
+            return
+        facts = {
+            "guid": public_url(guid),  # the identity hashes the URL as given; the catalog shows it without credentials
+            "feed_url": None,
+            "feed_title": None,
+            "title": page.title or "",
+            "published": page.published.isoformat() if page.published else None,
+            "audio_url": None,
+            "page_url": public_url(page.url),
+            "duration_s": None,
+        }
+
+        def fetch(dest_dir: str, stem: str) -> str:
+            fetcher.wait_turn(page.url)
+            return download_with_ytdlp(page.url, dest_dir, self.config.fetch, name=stem)
+
+        try:
+            path, facts = self._fetch(PAGES_DIR, guid, facts, fetch)
+        except RejectError as e:
+            rejects.append(Reject(self.name, FETCH_STAGE, f"{self.name}-{origin_id}", e.reason, e.detail[:2000]))
+            return
+        lang = page.lang or self.config.lang or "auto"
+        license = page.license or self.config.license or "unknown"
+        tasks.append(self._task(origin_id, path, lang, license, facts, page.roles))
+
+    def _duplicate(self, origin_id: str, guid: str, seen: set[str], rejects: list) -> bool:
+        if origin_id in seen:
+            rejects.append(Reject(self.name, DISCOVER_STAGE, f"{self.name}-{origin_id}", "duplicate_episode",
+                                  f"GUID {guid!r} already taken from an earlier feed or page"[:2000]))
+            return True
+        seen.add(origin_id)
+        return False
+
+    def _task(self, origin_id: str, path: str, lang: str, license: str, facts: dict, roles: RoleHint) -> RecordingTask:
+        metadata = dict(facts)
+        metadata["role_hint"] = roles.model_dump()
+        return RecordingTask(
+            source=self.name,
+            origin_id=origin_id,
+            audio_path=path,
+            transcript_path=None,
+            lang=lang,
+            license=license,
+            metadata=metadata,
+            needs_analysis=True,
+        )
+
+    # -- downloads
+
+    def _download(self, fetcher: Fetcher, ep: Episode, dest_dir: str, stem: str) -> str:
+        ext = audio_extension(ep.audio_url, ep.audio_type)
+        dest = contained_path(dest_dir, f"{stem}.{ext}")
+        return fetcher.download(ep.audio_url, dest).path
+
+    def _fetch(self, group: str, guid: str, facts: dict[str, Any], fetch: Any) -> tuple[str, dict[str, Any]]:
+        """The episode's file: reused when its sidecar matches, else fetched by
+        `fetch(dest_dir, stem) -> path`. Returns the path and the episode facts to record."""
+        stem = url_hash(guid, 32)
+        dest_dir = contained_path(self.root, group)
+        os.makedirs(dest_dir, exist_ok=True)
+        sidecar = contained_path(dest_dir, f"{stem}.json")
+        cached = self._reusable(dest_dir, sidecar, guid)
+        if cached is not None:
+            return cached
+        path = fetch(dest_dir, stem)
+        path = contained_path(dest_dir, os.path.basename(path))
+        st = os.stat(path)
+        _write_json(sidecar, {
+            "file": os.path.basename(path),
+            "bytes": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "sha256": sha256_file(path),
+            "guid_sha256": url_hash(guid, 64),
+            "facts": facts,
+        })
+        return path, facts
+
+    def _reusable(self, dest_dir: str, sidecar: str, guid: str) -> Optional[tuple[str, dict[str, Any]]]:
+        try:
+            with open(sidecar, encoding="utf-8") as f:
+                doc = json.load(f)
+            path = contained_path(dest_dir, str(doc["file"]))
+            st = os.stat(path)
+        except (OSError, ValueError, KeyError, TypeError, RejectError):
+            return None
+        if doc.get("guid_sha256") != url_hash(guid, 64) or st.st_size != doc.get("bytes") or "facts" not in doc:
+            return None
+        if st.st_mtime_ns != doc.get("mtime_ns"):  # touched: trust the content hash only
+            if sha256_file(path) != doc.get("sha256"):
+                return None
+            doc["mtime_ns"] = st.st_mtime_ns
+            _write_json(sidecar, doc)
+        return path, doc["facts"]
+
+    # -- per recording
+
+    def read_audio(self, task: RecordingTask) -> DecodedAudio:
+        return decode_file(task.audio_path)
+
+    def assign_roles(self, task: RecordingTask, speakers: Sequence[Speaker], utterances: Sequence[Utterance]) -> None:
+        """Called by the analysis path after diarization (pipelines/process.py)."""
+        assign_roles(task.metadata.get("role_hint"), speakers, utterances)
+
+    # No read_transcript: tasks are `needs_analysis`, so their speakers and words come from the
+    # analysis stage (stages/analyze.py) and never from a transcript file.
