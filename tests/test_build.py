@@ -181,3 +181,14 @@ def test_duckdb_cli_reads_the_catalog(demo_copy, tmp_path):
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[1] == f"en,{s['totals']['pairs']}"
+
+
+def test_span_reads_cut_the_same_samples_as_whole_reads(demo_copy, tmp_path, monkeypatch):
+    """Long recordings are cut span by span instead of read whole; the shards must not differ."""
+    import pipelines.process as process
+    from tests.test_build_resume import _shard_files
+
+    build(demo_copy, tmp_path / "whole")
+    monkeypatch.setattr(process, "WHOLE_READ_MAX_S", 0.0)
+    build(demo_copy, tmp_path / "spans")
+    assert _shard_files(tmp_path / "spans") == _shard_files(tmp_path / "whole")
