@@ -1,7 +1,6 @@
 """Standardization: loudness, rates, bandwidth, and the streamed path for long files."""
 from __future__ import annotations
 
-import resource
 import subprocess
 import sys
 
@@ -102,17 +101,20 @@ def test_a_long_episode_is_streamed_not_loaded(tmp_path):
          "-c:a", "flac", "-compression_level", "0", str(src)],
         check=True,
     )
+    # VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child forked from a large pytest
+    # process would report the parent's size.
     code = f"""
-import resource
+import re
 from stages.config import StandardizeConfig
 from stages.standardize_stream import standardize_file, open_analysis_audio
 out = standardize_file({str(src)!r}, StandardizeConfig(), 16000, {str(tmp_path / 'w')!r})
 audio, sr = open_analysis_audio(out.analysis_path)
-print(out.duration_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, type(audio).__name__, audio.shape[1])
+hwm_mb = int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) // 1024
+print(out.duration_s, hwm_mb, type(audio).__name__, audio.shape[1])
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     duration, peak_mb, kind, frames = proc.stdout.split()
     assert abs(float(duration) - 3600) < 1 and int(frames) == 3600 * 16000
     assert kind == "memmap"
-    assert int(peak_mb) < 200, f"peak RSS {peak_mb} MB"
+    assert int(peak_mb) < 300, f"peak RSS {peak_mb} MB"  # decoded whole it would be 635 MB
