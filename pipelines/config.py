@@ -35,6 +35,14 @@ class BuildConfig(BaseModel):
     engine: EngineConfig = EngineConfig()
     storage_options: dict[str, Any] = Field(default_factory=dict, exclude=True)
 
+    def run_source_options(self) -> dict[str, Any]:
+        """Source options plus what the build itself knows: a synthetic source draws its
+        turn-taking gaps from the corpus it is adding to."""
+        options = dict(self.source_options)
+        if "gap_stats_from" in source_config_class(self.source).model_fields:
+            options.setdefault("gap_stats_from", self.out)
+        return options
+
     def validated_source_options(self) -> BaseModel:
         return source_config_class(self.source).model_validate(self.source_options)
 

@@ -51,7 +51,7 @@ def run_build(cfg: BuildConfig, reporter: Optional[Reporter] = None) -> dict[str
     store = Store(cfg.out, cfg.storage_options)
     with BuildLock(store):
         store.clear_temporary()
-        source = make_source(cfg.source, cfg.source_options)
+        source = make_source(cfg.source, cfg.run_source_options())
         discovery = source.discover()
         reporter.info(f"[bold]discover[/] {cfg.source}: {len(discovery.tasks)} recordings, {len(discovery.rejects)} rejected")
         parent = current(store)
@@ -103,7 +103,7 @@ def _build_part(cfg: BuildConfig, store: Store, plan, reporter: Reporter, tables
     engine: Optional[Engine] = make_engine(cfg.engine) if plan.new_tasks else None
     try:
         if engine is not None:
-            source = make_source(cfg.source, cfg.source_options)
+            source = make_source(cfg.source, cfg.run_source_options())
             args = (source, cfg.out, cfg.storage_options, cfg.pipeline)
             with reporter.stage("ingest", len(plan.new_tasks)) as advance:
                 for res in engine.map(RecordingProcessor, args, plan.new_tasks, cfg.engine.cpus_per_recording,

@@ -80,3 +80,11 @@ def demo_copy(demo_sample, tmp_path):
     root = tmp_path / "ldc"
     shutil.copytree(demo_sample.root, root)
     return root
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that need the real llama.cpp server (the `llm_server` fixture) carry the `llm`
+    marker; `./run test` leaves them out and `./run test-llm` runs them (see the README)."""
+    for item in items:
+        if {"llm_server", "real_run"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.llm)

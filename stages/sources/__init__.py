@@ -14,6 +14,7 @@ RECIPES: dict[str, tuple[str, str, str]] = {
     "demo": ("stages.sources.demo_source", "DemoSource", "DemoConfig"),
     "podcasts": ("stages.sources.podcasts", "PodcastsSource", "PodcastsConfig"),
     "local": ("stages.sources.local", "LocalSource", "LocalConfig"),
+    "synthetic": ("stages.sources.synthetic", "SyntheticSource", "SyntheticConfig"),
 }
 
 

@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 import numpy as np
 import soundfile as sf
 
-from stages.sources.demo import SPEAKERS, Voice, synthesize
+from stages.sources.demo import SPEAKERS, Voice, _atomic_write, synthesize
 
 GENERATOR_VERSION = 1
 AUDIO_DIR = "audio"
@@ -242,14 +242,6 @@ def render(spec: ConversationSpec, placed: list[tuple[RefSegment, int]], keys: l
         x[first: first + len(clip)] += clip
     peak = float(np.max(np.abs(x)))
     return x * (0.95 / peak) if peak > 0.95 else x  # overlaps can add up past full scale
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def rttm_text(uri: str, segments: Sequence[RefSegment]) -> str:
