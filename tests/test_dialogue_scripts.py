@@ -2,7 +2,6 @@
 generation with the real Gemma 3 270M server (whose mistakes the validator must catch)."""
 from __future__ import annotations
 
-import collections
 import json
 import os
 
@@ -353,7 +352,7 @@ def test_real_model_scripts_are_valid_or_rejected_with_a_reason(llm_server):  # 
                     max_concurrency=2, timeout_s=300)
     reqs = [
         DialogueRequest(lang=lang, topic=topic, ai_persona="a warm, witty assistant", user_profile="a busy parent",
-                        style="cheerful", turns=(4, 6), seed=11)
+                        style="cheerful", turns=(2, 6), seed=11)
         for lang, topic in [("en", "ordering food for a party"), ("hi", "a broken phone screen"),
                             ("te", "choosing a gift for a friend"), ("hinglish", "ordering food for a party")]
     ]
@@ -370,6 +369,7 @@ def test_real_model_scripts_are_valid_or_rejected_with_a_reason(llm_server):  # 
         assert all(reason in REASONS for reason, _ in s.failures)
     for rj in rejects:
         assert rj.source == "synthetic" and rj.stage == "script" and rj.reason in REASONS and rj.detail
+    assert any(s.lang == "en" for s in scripts)  # the model does manage English
 
 
 def test_real_model_chat_structured(llm_server):  # noqa: F811 - fixture
