@@ -55,7 +55,7 @@ def test_discovers_nested_mixed_formats(library):
         assert t.audio_path == str(library / rel)
         assert t.metadata["size_bytes"] == os.path.getsize(library / rel)
         assert re.fullmatch(r"[A-Za-z0-9._-]+-[0-9a-f]{10}", t.origin_id), t.origin_id
-    assert tasks["2024/jan/interview one.flac"].origin_id.startswith("2024_jan_interview_one.flac-")
+    assert tasks["2024/jan/interview one.flac"].origin_id.startswith("2024_jan_interview_one_flac-")
     assert len({t.origin_id for t in d.tasks}) == len(d.tasks)
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
 from catalog.schema import Reject
+
+
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
 
 
 class RejectError(Exception):
@@ -36,7 +40,8 @@ class RecordingTask:
 
     @property
     def recording_id(self) -> str:
-        return f"{self.source}-{self.origin_id}"
+        # Ids become file names and WebDataset keys, where a "." would split the key.
+        return _UNSAFE_ID.sub("_", f"{self.source}-{self.origin_id}")
 
     def fingerprint(self) -> str:
         """Cheap identity of the inputs (path, size, mtime): a changed file is reprocessed."""

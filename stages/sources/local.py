@@ -25,7 +25,7 @@ from stages.sources.ldc import walk_files
 
 SOURCE = "local"
 DEFAULT_EXTENSIONS = ["wav", "flac", "mp3", "m4a", "opus", "ogg", "webm", "aac"]
-_SLUG_BAD = re.compile(r"[^A-Za-z0-9._-]+")
+_SLUG_BAD = re.compile(r"[^A-Za-z0-9_-]+")  # no ".": ids become WebDataset keys
 
 
 class LocalConfig(StageConfig):
