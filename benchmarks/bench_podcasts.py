@@ -147,21 +147,6 @@ def ray_child(result_path: str) -> None:
         json.dump({"imports": t1 - t0, "init": t2 - t1, "empty_map": t3 - t2, "shutdown": t4 - t3}, f)
 
 
-def _local_ids_have_dots() -> bool:
-    from stages.sources.local import local_origin_id
-
-    return "." in local_origin_id("a.wav", "/a.wav")
-
-
-def _patch_local_ids() -> None:
-    # stages/sources/local.py keeps '.' in origin ids ("talk.wav-<hash>"), and shard sample keys
-    # may not hold one (webdataset splits on it): every local build with pairs fails at the shard
-    # step. Until that is fixed, build with the slug rule minus '.'; inert once it is.
-    import stages.sources.local as local
-
-    local._SLUG_BAD = re.compile(r"[^A-Za-z0-9_-]+")
-
-
 class _Timers:
     def __init__(self) -> None:
         self.spent: dict[str, float] = {}
@@ -195,28 +180,24 @@ STAGE_TIMERS = (  # (module, owner, attribute, name); all run inside "per record
 )
 
 
-def build_child(timings_path: Optional[str], patch_local: bool, argv: list[str]) -> int:
-    """`python -m pipelines.build argv`, with the stage timers of STAGE_TIMERS when asked."""
+def build_child(timings_path: str, argv: list[str]) -> int:
+    """`python -m pipelines.build argv` with the stage timers of STAGE_TIMERS (inline engine)."""
     import importlib
 
-    if patch_local:
-        _patch_local_ids()
     timers = _Timers()
-    if timings_path:
-        for module, owner, attr, name in STAGE_TIMERS:
-            obj: Any = importlib.import_module(module)
-            if owner:
-                obj = getattr(obj, owner)
-            while "." in attr:
-                head, attr = attr.split(".", 1)
-                obj = getattr(obj, head)
-            timers.wrap(obj, attr, name)
+    for module, owner, attr, name in STAGE_TIMERS:
+        obj: Any = importlib.import_module(module)
+        if owner:
+            obj = getattr(obj, owner)
+        while "." in attr:
+            head, attr = attr.split(".", 1)
+            obj = getattr(obj, head)
+        timers.wrap(obj, attr, name)
     from pipelines.build import main as build_main
 
     rc = build_main(argv)
-    if timings_path:
-        with open(timings_path, "w") as f:
-            json.dump({"spent": timers.spent, "calls": timers.calls}, f)
+    with open(timings_path, "w") as f:
+        json.dump({"spent": timers.spent, "calls": timers.calls}, f)
     return rc
 
 
@@ -288,15 +269,13 @@ def run_ray_alone(root: str, tag: str) -> dict[str, Any]:
         return {"wall": wall, **json.load(f)}
 
 
-def run_build(root: str, input_dir: str, engine: str, tag: str, patch_local: bool,
-              out_dir: Optional[str] = None) -> dict[str, Any]:
+def run_build(root: str, input_dir: str, engine: str, tag: str, out_dir: Optional[str] = None) -> dict[str, Any]:
     out_dir = out_dir or os.path.join(root, "corpora", f"{engine}-{tag}")
     argv = ["--source", "local", "--input", input_dir, "--lang", "en", "--out", out_dir]
     argv += ["--num-cpus", str(NUM_CPUS)] if engine == "ray" else ["--engine", "inline"]
     timings = os.path.join(root, f"timings-{engine}-{tag}.json") if engine == "inline" else None
-    if timings or patch_local:
-        cmd = [sys.executable, "-m", "benchmarks.bench_podcasts", "--build-child", timings or "-",
-               "--patch-local" if patch_local else "--no-patch-local", "--", *argv]
+    if timings:
+        cmd = [sys.executable, "-m", "benchmarks.bench_podcasts", "--build-child", timings, "--", *argv]
     else:
         cmd = [sys.executable, "-m", "pipelines.build", *argv]
     wall, cpu, out = run_timed(cmd, os.path.join(root, f"build-{engine}-{tag}.log"))
@@ -432,7 +411,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--beam-size", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--build-child", help=argparse.SUPPRESS)
     ap.add_argument("--ray-child", help=argparse.SUPPRESS)
-    ap.add_argument("--patch-local", action=argparse.BooleanOptionalAction, default=False, help=argparse.SUPPRESS)
     ap.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.sequential_child:
@@ -442,7 +420,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         ray_child(args.ray_child)
         return 0
     if args.build_child:
-        return build_child(None if args.build_child == "-" else args.build_child, args.patch_local, args.rest)
+        return build_child(args.build_child, args.rest)
     if args.runs < 1 or args.minutes <= 0:
         ap.error("--runs must be at least 1 and --minutes positive")
 
@@ -481,10 +459,6 @@ def _bench(args: argparse.Namespace, root: str) -> int:
     print(f"setup: {len(convs)} conversations, {audio_s:.1f} s of mono 16 kHz speech "
           f"({', '.join(f'{c.duration_s:.0f}' for c in convs)} s; speakers "
           f"{[len(c.speakers) for c in convs]}), {time.perf_counter() - t0:.1f} s, not timed")
-    patch_local = _local_ids_have_dots()
-    if patch_local:
-        print("note: stages/sources/local.py keeps '.' in recording ids, which shard keys refuse; "
-              "the builds run with that one rule patched (see _patch_local_ids)")
 
     corpora = os.path.join(root, "corpora")
     runs: list[dict[str, Any]] = []
@@ -502,13 +476,13 @@ def _bench(args: argparse.Namespace, root: str) -> int:
                 res["seq1"] = run_sequential(root, paths, f"{r}-beam1", beam_size=1)
                 print(f"  run {r + 1}: sequential, beam 1 {res['seq1']['wall']:.1f} s", flush=True)
             elif variant == "ray":
-                res["ray"] = run_build(root, input_dir, "ray", str(r), patch_local)
-                res["rerun"] = run_build(root, input_dir, "ray", f"{r}-rerun", patch_local, res["ray"]["out_dir"])
+                res["ray"] = run_build(root, input_dir, "ray", str(r))
+                res["rerun"] = run_build(root, input_dir, "ray", f"{r}-rerun", res["ray"]["out_dir"])
                 res["ray_alone"] = run_ray_alone(root, str(r))
                 print(f"  run {r + 1}: pipeline ray {res['ray']['wall']:.1f} s (rerun {res['rerun']['wall']:.1f} s, "
                       f"{res['rerun']['status']})", flush=True)
             else:
-                res["inline"] = run_build(root, input_dir, "inline", str(r), patch_local)
+                res["inline"] = run_build(root, input_dir, "inline", str(r))
                 print(f"  run {r + 1}: pipeline inline {res['inline']['wall']:.1f} s", flush=True)
         runs.append(res)
     try:
