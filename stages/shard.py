@@ -11,7 +11,7 @@ import hashlib
 import io
 import re
 import tarfile
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO, Iterable, Iterator, Optional
 
 from catalog.schema import Shard
 from catalog.store import Store
@@ -134,6 +134,32 @@ def write_tar_shard(
         num_bytes=out.num_bytes,
         sha256=out.sha256.hexdigest(),
     )
+
+
+def read_tar_samples(fileobj: BinaryIO) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Stream ``(key, {ext: bytes})`` samples from a shard, the way webdataset groups members:
+    consecutive members sharing the name before the first dot form one sample.
+
+    Reads in stream mode (no seeks), so it works on fsspec files from object storage. A
+    truncated or corrupt tar raises ``tarfile.TarError`` after the samples before the damage.
+    """
+    key: Optional[str] = None
+    fields: dict[str, bytes] = {}
+    with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            base = member.name.rsplit("/", 1)[-1]
+            if "." not in base:
+                continue
+            k, ext = base.split(".", 1)
+            if k != key:
+                if key is not None and fields:
+                    yield key, fields
+                key, fields = k, {}
+            fields[ext] = tar.extractfile(member).read()
+    if key is not None and fields:
+        yield key, fields
 
 
 def _file_sha256(store: Store, rel_path: str) -> tuple[str, int]:
