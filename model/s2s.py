@@ -47,7 +47,6 @@ text_vocab * d_model * (1 + text_ctc_upsample) parameters (0.7 M for small).
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
@@ -82,7 +81,7 @@ class S2SConfig:
     conv_kernel: int = 31
     dropout: float = 0.1
     max_frames: int = 750  # default AI-turn length limit for generate (15 s at 50 Hz)
-    n_voices: int = 256  # hashed AI speaker-id buckets (see voice_bucket)
+    n_voices: int = 256  # hashed AI speaker-id buckets (train.data.voice_id)
     text_vocab: int = 0  # 0 = no text stream; else >= TEXT_VOCAB (byte-level)
     text_loss_weight: float = 0.1
     text_ctc_upsample: int = 4
@@ -124,12 +123,6 @@ class S2SOutput:
     audio_loss: Tensor  # detached
     text_loss: Optional[Tensor]  # detached; None without a text stream
     n_targets: Tensor  # number of real audio targets (all codebooks)
-
-
-def voice_bucket(speaker_id: str, n_voices: int) -> int:
-    """Stable bucket of an AI speaker id (same on every machine and Python run)."""
-    h = hashlib.blake2b(speaker_id.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(h, "little") % n_voices
 
 
 def text_tokens(texts: list[str], max_len: int) -> tuple[Tensor, Tensor]:
@@ -199,6 +192,11 @@ class S2SModel(nn.Module):
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.cfg)
+
+    def fsdp_units(self) -> list[nn.Module]:
+        """The blocks FSDP shards one by one (train.distributed.wrap): each layer's parameters
+        are gathered only while that layer runs."""
+        return [*self.encoder.blocks, *self.decoder]
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

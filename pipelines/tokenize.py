@@ -52,10 +52,12 @@ def tokenize_corpus(
     tokens_root = store.uri(f"tokens/{cid}")
     engine_impl = make_engine(engine or EngineConfig())
     shards, rejects, reused = [], [], 0
+    codec_info: dict = {}
     try:
         ctor = (checkpoint, corpus, tokens_root, version, storage_options)
         for result in engine_impl.map(ShardTokenizer, ctor, pairs, num_cpus=1.0, num_gpus=gpus_per_worker):
             shards.append(result.shard)
+            codec_info = result.codec
             rejects.extend(result.rejects)
             reused += int(result.reused)
     finally:
@@ -64,7 +66,7 @@ def tokenize_corpus(
     shards.sort(key=lambda s: s.path)
     write_index(out, f"shards/{version}/index.json", version, shards)
     out.write_json(f"rejects/{version}.json", [asdict(r) for r in rejects])
-    out.write_json("CURRENT.json", {"version": version, "codec": cid})
+    out.write_json("CURRENT.json", {"version": version, "codec": cid, "codec_info": codec_info})
     return {
         "codec": cid,
         "version": version,

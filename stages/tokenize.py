@@ -50,6 +50,7 @@ class TokenizeResult:
     shard: Optional[Shard]
     rejects: list[Reject] = field(default_factory=list)
     reused: bool = False
+    codec: dict = field(default_factory=dict)  # n_codebooks, codebook_size, frame_rate, ...
 
 
 class ShardTokenizer:
@@ -135,7 +136,7 @@ class ShardTokenizer:
         record = rel + ".json"
         if self.out.exists(record):  # written after its tar: the shard is complete
             done = self.out.read_json(record)
-            return TokenizeResult(Shard(**done["shard"]), [Reject(**r) for r in done["rejects"]], reused=True)
+            return TokenizeResult(Shard(**done["shard"]), [Reject(**r) for r in done["rejects"]], True, self.info)
         shard = write_tar_shard(self.out, rel, samples(), kind="tokens", version=self.version)
         self.out.write_json(record, {"shard": asdict(shard), "rejects": [asdict(r) for r in rejects]})
-        return TokenizeResult(shard=shard, rejects=rejects)
+        return TokenizeResult(shard, rejects, False, self.info)

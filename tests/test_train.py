@@ -47,6 +47,7 @@ def codec_cfg(corpus: str, out: str, **extra) -> CodecTrainConfig:
         "preset=tiny", f"data.corpus={corpus}", "data.batch_size=4", "data.num_workers=0",
         "data.shuffle_buffer=8", "data.crop_seconds=0.25", f"run.out={out}", "run.log_every=1",
         "run.ckpt_every=2", "optim.max_steps=4", "optim.warmup_steps=1", "adversarial_start=1",
+        "disc_optim.warmup_steps=1",
         "discriminator.filters=4", "discriminator.n_ffts=[256, 128]",
     ]
     return load_config(CodecTrainConfig, None, overrides + [f"{k}={v}" for k, v in extra.items()])
@@ -105,6 +106,9 @@ def test_codec_training_logs_losses_checkpoints_and_exports(trained_codec):
     assert sorted(os.listdir(os.path.join(run, "checkpoints"))) == [
         "LATEST.json", "step-000002", "step-000004", "step-000006"]
     assert os.listdir(os.path.join(run, "tensorboard"))
+    # The discriminator trains too (its optimizer state is in every checkpoint).
+    disc = [checkpoint.read_state(Store(run), s)["models"]["disc"] for s in (2, 6)]
+    assert max(float((disc[0][k] - disc[1][k]).abs().max()) for k in disc[0]) > 1e-4
 
 
 def test_codec_eval_reports_reconstruction_metrics(corpus, tmp_path):
@@ -207,11 +211,13 @@ def test_s2s_finetune_subset_from_a_duckdb_query(corpus, tokens, tmp_path):
     assert train_s2s(cfg)["step"] == 2
 
 
-def test_bad_configs_are_clear_errors(corpus, tmp_path):
+def test_bad_configs_are_clear_errors(corpus, tokens, tmp_path):
     with pytest.raises(ConfigError, match="data needs"):
         load_config(S2STrainConfig, None, [f"run.out={tmp_path}", "data.seed=0"])
     with pytest.raises(ConfigError, match="unknown S2S preset"):
         train_s2s(s2s_cfg(corpus, str(tmp_path / "x"), preset="huge"))
+    with pytest.raises(ConfigError, match="token corpus holds 8 codebooks of 64 entries"):
+        train_s2s(s2s_cfg(corpus, str(tmp_path / "y"), **{"model.codebook_size": 1024}))
     with pytest.raises(ConfigError, match="invalid"):
         load_config(CodecTrainConfig, None, [f"data.corpus={corpus}", f"run.out={tmp_path}", "optim.lr=-1"])
 
@@ -225,18 +231,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_rank(rank: int, world: int, port: int, corpus: str, run: str) -> None:
+def _ddp_rank(rank: int, world: int, port: int, corpus: str, run: str, strategy: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    result = train_s2s(s2s_cfg(corpus, run, **{"run.device": "cpu", "data.batch_size": 2}))
+    result = train_s2s(s2s_cfg(corpus, run, **{"run.device": "cpu", "data.batch_size": 2, "run.strategy": strategy}))
     torch.save(result, os.path.join(run, f"result-{rank}.pt"))
 
 
-def test_ddp_two_gloo_processes_train_in_lockstep(corpus, tokens, tmp_path):
-    run = str(tmp_path / "ddp")
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_gloo_processes_train_in_lockstep(corpus, tokens, tmp_path, strategy):
+    run = str(tmp_path / strategy)
     os.makedirs(run)
-    mp.start_processes(_ddp_rank, args=(2, _free_port(), corpus, run), nprocs=2, join=True, start_method="fork")
+    mp.start_processes(_ddp_rank, args=(2, _free_port(), corpus, run, strategy), nprocs=2, join=True,
+                       start_method="fork")
     r0, r1 = (torch.load(os.path.join(run, f"result-{r}.pt")) for r in (0, 1))
     assert r0["step"] == r1["step"] == 4
     assert r0["grad_norm"] == r1["grad_norm"]  # gradients were averaged across the ranks
@@ -280,3 +288,19 @@ def test_respond_writes_the_ai_turn(corpus, trained_codec, tokens, tmp_path):
     assert len(audio) == round(0.2 * codec.cfg.frame_rate) * codec.cfg.hop_length
     assert respond_main(["--model", run, "--codec", trained_codec[0], "--input", str(tmp_path / "missing.wav"),
                          "--out", str(out)]) == 2
+
+
+@pytest.mark.ray
+def test_ray_train_job_runs_the_s2s_loop_on_two_workers(corpus, tokens, tmp_path):
+    import ray
+
+    from train.ray_job import launch
+
+    cfg = s2s_cfg(corpus, str(tmp_path / "ray-run"), **{"optim.max_steps": 2, "data.batch_size": 2})
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+        metrics = launch("s2s", cfg, num_workers=2, use_gpu=False, storage_path=str(tmp_path / "ray"))
+    finally:
+        ray.shutdown()
+    assert metrics["step"] == 2 and np.isfinite(metrics["loss"])
+    assert sorted(os.listdir(tmp_path / "ray-run" / "checkpoints" / "step-000002")) == ["rank-0.pt", "rank-1.pt", "state.pt"]

@@ -40,6 +40,11 @@ def step_dir(step: int) -> str:
     return f"checkpoints/step-{step:06d}"
 
 
+def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Plain, unsharded CPU tensors whatever the wrapping (a collective under FSDP)."""
+    return get_model_state_dict(model, options=_FULL)
+
+
 def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -80,7 +85,7 @@ def save(
     folder = step_dir(step)
     state: dict[str, Any] = {"step": step, "extra": extra, "models": {}, "optimizers": {}}
     for name, model in models.items():
-        state["models"][name] = get_model_state_dict(model, options=_FULL)
+        state["models"][name] = full_model_state(model)
         opt = optimizers.get(name)
         if opt is not None:
             state["optimizers"][name] = get_optimizer_state_dict(model, opt, options=_FULL)

@@ -104,6 +104,9 @@ def _train(cfg: CodecTrainConfig, d: Dist, stop_after: Optional[int]) -> dict[st
     codec = Codec(mcfg).to(d.device)
     disc = MultiScaleSTFTDiscriminator(filters=cfg.discriminator.filters, n_ffts=cfg.discriminator.n_ffts,
                                        channels=mcfg.channels).to(d.device)
+    # The discriminator runs three times per step (real, detached fake, generator pass), which
+    # DDP's once-per-backward reducer does not allow: its gradients are averaged by hand.
+    g = wrap(codec, d, cfg.run.strategy)
     opt_g, opt_d = adamw(codec, cfg.optim, d.device), adamw(disc, cfg.disc_optim, d.device)
     models, optimizers = {"codec": codec, "disc": disc}, {"codec": opt_g, "disc": opt_d}
     resumed = checkpoint.load(store, d, models, optimizers)
@@ -112,9 +115,6 @@ def _train(cfg: CodecTrainConfig, d: Dist, stop_after: Optional[int]) -> dict[st
     data_state = DataState.from_dict(saved_data) if saved_data else DataState()
     if not resumed:
         seed_everything(cfg.run.seed + d.rank)
-    # The discriminator runs three times per step (real, detached fake, generator pass), which
-    # DDP's once-per-backward reducer does not allow: its gradients are averaged by hand.
-    g = wrap(codec, d, cfg.run.strategy)
     if d.is_main:
         save_run_record(store, cfg, {"codec_params": sum(p.numel() for p in codec.parameters()),
                                      "frame_rate": mcfg.frame_rate, "world_size": d.world_size})
@@ -182,8 +182,7 @@ def _train(cfg: CodecTrainConfig, d: Dist, stop_after: Optional[int]) -> dict[st
         if step % cfg.run.ckpt_every == 0 or step == o.max_steps:
             checkpoint.save(store, d, step, models, optimizers, {"model_config": unwrap(g).config_dict()},
                             {"data": data_state.state_dict()}, cfg.run.keep_checkpoints)
-            if d.is_main:
-                export_weights(store, CHECKPOINT_NAME, codec, codec.config_dict())
+            export_weights(store, CHECKPOINT_NAME, codec, codec.config_dict(), d.is_main)
             log.flush()
     log.close()
     return {"step": step, **last}

@@ -141,13 +141,19 @@ def adamw(model: torch.nn.Module, optim: Any, device: torch.device) -> torch.opt
                              fused=device.type == "cuda")
 
 
-def export_weights(store: Store, name: str, model: torch.nn.Module, config: dict[str, Any]) -> None:
-    """``{"config", "model"}`` at ``name`` in the run folder: what inference and tokenizing load."""
+def export_weights(store: Store, name: str, model: torch.nn.Module, config: dict[str, Any], is_main: bool) -> None:
+    """``{"config", "model"}`` at ``name`` in the run folder: what inference and tokenizing load.
+
+    Every rank must call it: under FSDP the full weights are gathered from all shards."""
     import io
 
-    buf = io.BytesIO()
-    torch.save({"config": config, "model": model.state_dict()}, buf)
-    store.write_bytes(name, buf.getvalue())
+    from train.checkpoint import full_model_state
+
+    state = full_model_state(model)
+    if is_main:
+        buf = io.BytesIO()
+        torch.save({"config": config, "model": state}, buf)
+        store.write_bytes(name, buf.getvalue())
 
 
 def cli(prog: str, doc: str, cls: type, train_fn, argv=None) -> int:

@@ -44,14 +44,24 @@ def setup(device: str = "auto") -> Dist:
         dev = torch.device("cuda", local_rank)
     else:
         dev = torch.device(device)
-    if world_size > 1 and not dist.is_initialized():
+    global _owns_group
+    if dist.is_initialized():  # a launcher (Ray Train) made the group: take its view of the world
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+    elif world_size > 1:
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        _owns_group = True
     return Dist(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
+_owns_group = False
+
+
 def teardown() -> None:
-    if dist.is_initialized():
+    """Leave the process group if ``setup`` created it (a launcher's group is the launcher's)."""
+    global _owns_group
+    if _owns_group and dist.is_initialized():
         dist.destroy_process_group()
+    _owns_group = False
 
 
 def wrap(model: nn.Module, d: Dist, strategy: Strategy = "auto") -> nn.Module:

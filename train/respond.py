@@ -73,8 +73,11 @@ def respond(
             top_k=top_k,
             stop_at_eos=stop_at_eos,
             generator=generator,
+            return_lengths=True,
         )
-        audio = codec.decode(codes)[0, 0].float().cpu().numpy()
+        codes, lengths = codes
+        frames = int(lengths[0])
+        audio = codec.decode(codes[:, :, :frames])[0, 0].float().cpu().numpy() if frames else np.zeros(0, np.float32)
     sf.write(out_path, np.clip(audio, -1.0, 1.0), int(codec.cfg.sample_rate), subtype="PCM_16")
     return len(audio) / codec.cfg.sample_rate
 

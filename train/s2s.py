@@ -22,7 +22,7 @@ from catalog.store import Store
 from model.s2s import S2S_PRESETS, S2SConfig, S2SModel, load_s2s
 from train import checkpoint
 from train.common import (adamw, autocast, cli, data_resume, export_weights, loader_config, save_run_record,
-                          seed_everything, shard_urls_for, to_device)
+                          seed_everything, shard_urls_for, to_device, tokens_root)
 from train.config import ConfigError, S2STrainConfig
 from train.distributed import Dist, all_reduce_mean, setup, teardown, unwrap, wrap
 from train.logs import MetricsLog
@@ -51,9 +51,26 @@ def load_exported(path: str, device: str | torch.device = "cpu") -> S2SModel:
     return load_s2s(state).to(device).eval()
 
 
+def check_codec(data, mcfg: S2SConfig) -> None:
+    """The model's codebooks must be the ones the token corpus was written with."""
+    if data.shards:  # explicit shard URLs: samples with codes out of range are skipped and counted
+        return
+    root = Store(tokens_root(data), data.storage_options())
+    info = root.read_json("CURRENT.json").get("codec_info") or {}
+    if not info:
+        return
+    if mcfg.codebook_size != info["codebook_size"] or mcfg.n_codebooks > info["n_codebooks"]:
+        raise ConfigError(
+            f"the token corpus holds {info['n_codebooks']} codebooks of {info['codebook_size']} entries "
+            f"(codec {info.get('id')}); the model is set to {mcfg.n_codebooks} of {mcfg.codebook_size}: "
+            "set model.codebook_size / model.n_codebooks to match"
+        )
+
+
 def _loader(data, mcfg: S2SConfig, d: Dist, resume=None):
     from train.data import token_loader
 
+    check_codec(data, mcfg)
     urls, keep = shard_urls_for(data, "tokens")
     if not urls:
         raise ConfigError("no token shards selected: run pipelines.tokenize first, or widen filter_sql")
@@ -97,6 +114,8 @@ def _train(cfg: S2STrainConfig, d: Dist, stop_after: Optional[int]) -> dict[str,
     model = S2SModel(mcfg).to(d.device)
     if cfg.init_from:
         model.load_state_dict(load_exported(cfg.init_from).state_dict())
+    # Wrap before building the optimizer: FSDP replaces the parameters with sharded ones.
+    wrapped = wrap(model, d, cfg.run.strategy)
     optimizer = adamw(model, cfg.optim, d.device)
     resumed = checkpoint.load(store, d, {"model": model}, {"model": optimizer})
     step = resumed["step"] if resumed else 0
@@ -104,7 +123,6 @@ def _train(cfg: S2STrainConfig, d: Dist, stop_after: Optional[int]) -> dict[str,
     data_state = DataState.from_dict(saved_data) if saved_data else DataState()
     if not resumed:
         seed_everything(cfg.run.seed + d.rank)
-    wrapped = wrap(model, d, cfg.run.strategy)
     fwd = torch.compile(wrapped) if cfg.run.compile else wrapped
     if d.is_main:
         save_run_record(store, cfg, {"model_params": unwrap(model).num_params(), "world_size": d.world_size})
@@ -146,8 +164,7 @@ def _train(cfg: S2STrainConfig, d: Dist, stop_after: Optional[int]) -> dict[str,
             checkpoint.save(store, d, step, {"model": model}, {"model": optimizer},
                             {"model_config": asdict(mcfg)}, {"data": data_state.state_dict()},
                             cfg.run.keep_checkpoints)
-            if d.is_main:
-                export_weights(store, EXPORT, unwrap(model), asdict(mcfg))
+            export_weights(store, EXPORT, unwrap(model), asdict(mcfg), d.is_main)
             log.flush()
     log.close()
     return {"step": step, **last}
