@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from benchmarks.common import machine
 from catalog.parquet import write_table
 from catalog.schema import Pair, arrow_schema
 from catalog.store import Store
@@ -165,17 +165,6 @@ def write_catalog(store: Store, table: pa.Table, parts: int) -> Version:
     return version
 
 
-def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return (f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, duckdb {duckdb.__version__}, pyarrow {pa.__version__}")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -197,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _bench(args: argparse.Namespace, root: str) -> int:
     print(f"bench_catalog  {dt.datetime.now().isoformat(timespec='seconds')}")
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(('duckdb', 'pyarrow'))}")
     store = Store(root)
     t0 = time.perf_counter()
     table = make_pairs(args.rows, args.seed, "v-bench")

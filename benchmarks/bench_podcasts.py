@@ -29,7 +29,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import random
 import re
 import resource
@@ -40,6 +39,8 @@ import sys
 import tempfile
 import time
 from typing import Any, Callable, Optional
+
+from benchmarks.common import machine, spread
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CPUS = 2
@@ -289,27 +290,6 @@ def run_build(root: str, input_dir: str, engine: str, tag: str, out_dir: Optiona
 # --- report ---------------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    from importlib.metadata import version
-
-    libs = ", ".join(f"{p} {version(p)}" for p in ("faster-whisper", "ctranslate2", "torch", "ray"))
-    return (f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, {libs}")
-
-
-def _spread(values: list[float], fmt: str) -> str:
-    med = statistics.median(values)
-    if len(values) == 1:
-        return format(med, fmt)
-    return f"{format(med, fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
-
-
 _Get = Callable[[dict], float]
 
 
@@ -348,11 +328,11 @@ def report(runs: list[dict[str, Any]], audio_s: float, skip_ray: bool, beam1: bo
         rtfs = [x / audio_s for x in walls]
         # Ray alone and a rerun do not process the audio: their RTF and ratio would mean nothing.
         whole = not label.startswith(("  Ray alone", "  ray: rerun"))
-        ratio = _spread([seq(r) / wall(r) for r in runs], ".2f") if whole else ""
-        rtf = _spread(rtfs, ".3f") if whole else ""
-        el = _spread([elapsed(r) for r in runs], ".1f") if elapsed else ""
+        ratio = spread([seq(r) / wall(r) for r in runs], ".2f") if whole else ""
+        rtf = spread(rtfs, ".3f") if whole else ""
+        el = spread([elapsed(r) for r in runs], ".1f") if elapsed else ""
         cp = f"{statistics.median(cpu(r) for r in runs):.0f}" if cpu else ""
-        print(f"{label:44}{audio_s:>8.1f}{_spread(walls, '.1f'):>{w}}{rtf:>{w}}{ratio:>{w}}{el:>{w + 3}}{cp:>7}")
+        print(f"{label:44}{audio_s:>8.1f}{spread(walls, '.1f'):>{w}}{rtf:>{w}}{ratio:>{w}}{el:>{w + 3}}{cp:>7}")
     print("(wall: subprocess wall clock, interpreter start included; 'build says': the build's own summary "
           "elapsed;\n stage rows: the build's progress clocks, whole seconds; CPU s: user+sys of reaped child "
           "processes - for\n ray it misses the actor processes Ray does not reap through the driver)")
@@ -440,7 +420,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _bench(args: argparse.Namespace, root: str) -> int:
     print(f"bench_podcasts  {dt.datetime.now().isoformat(timespec='seconds')}")
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(('faster-whisper', 'ctranslate2', 'torch', 'ray'))}")
     try:
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     except OSError:

@@ -20,7 +20,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from benchmarks.common import machine
 import pipelines.process as process
 from catalog.schema import Conversation, Recording, Speaker, Utterance, to_dict
 from catalog.store import Store
@@ -263,16 +263,8 @@ def run_plain_tar(src_dir: str, out_path: str) -> float:
 # --- main -------------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    tar_v = subprocess.run(["tar", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    return (f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, {tar_v}")
+def tar_version() -> str:
+    return subprocess.run(["tar", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _bench(args: argparse.Namespace, root: str) -> int:
     print(f"bench_shards  {dt.datetime.now().isoformat(timespec='seconds')}")
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}, {tar_version()}")
     store = Store(os.path.join(root, "corpus"))
     cfg = PipelineConfig(shard=ShardConfig(target_shard_mb=args.shard_mb))
 

@@ -304,3 +304,16 @@ def test_ray_train_job_runs_the_s2s_loop_on_two_workers(corpus, tokens, tmp_path
         ray.shutdown()
     assert metrics["step"] == 2 and np.isfinite(metrics["loss"])
     assert sorted(os.listdir(tmp_path / "ray-run" / "checkpoints" / "step-000002")) == ["rank-0.pt", "rank-1.pt", "state.pt"]
+
+
+@pytest.mark.ray
+def test_tokenize_on_ray_matches_inline(corpus, trained_codec, tokens, tmp_path):
+    import shutil
+
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus, copy, ignore=shutil.ignore_patterns("tokens"))
+    on_ray = tokenize_corpus(str(copy), trained_codec[0], engine=EngineConfig(kind="ray", num_cpus=2))
+    assert (on_ray["shards"], on_ray["samples"], on_ray["reused"]) == (tokens["shards"], tokens["samples"], 0)
+    inline_index = Store(tokens["tokens_root"]).read_json(f"shards/{tokens['version']}/index.json")
+    ray_index = Store(on_ray["tokens_root"]).read_json(f"shards/{on_ray['version']}/index.json")
+    assert [s["sha256"] for s in ray_index["shards"]] == [s["sha256"] for s in inline_index["shards"]]
