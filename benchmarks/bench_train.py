@@ -106,7 +106,7 @@ def bench_s2s(preset: str, args, device: torch.device) -> dict:
             "tflops": flops / med / 1e12, "mfu": flops / med / peak if peak else None}
 
 
-def bench_codec(preset: str, args, device: torch.device) -> dict:
+def bench_codec(preset: str, args, device: torch.device, adversarial: bool = True) -> dict:
     cfg = CODEC_PRESETS[preset]
     torch.manual_seed(0)
     codec = Codec(cfg).to(device)
@@ -120,14 +120,17 @@ def bench_codec(preset: str, args, device: torch.device) -> dict:
         with autocast(device, "auto"):
             out = codec(audio)
             recon = multiscale_mel_stft_loss(out.audio.float(), audio.float(), cfg.sample_rate)
-            real_logits, real_maps = disc(audio)
-            fake_logits, _ = disc(out.audio.detach())
-            d_loss = discriminator_hinge_loss(real_logits, fake_logits)
-        d_loss.backward()
-        disc.requires_grad_(False)
-        with autocast(device, "auto"):
-            gen_logits, gen_maps = disc(out.audio)
-            loss = recon + out.commit_loss + generator_hinge_loss(gen_logits) + 2 * feature_matching_loss(real_maps, gen_maps)
+            loss = recon + out.commit_loss
+            if adversarial:
+                real_logits, real_maps = disc(audio)
+                fake_logits, _ = disc(out.audio.detach())
+                d_loss = discriminator_hinge_loss(real_logits, fake_logits)
+        if adversarial:
+            d_loss.backward()
+            disc.requires_grad_(False)
+            with autocast(device, "auto"):
+                gen_logits, gen_maps = disc(out.audio)
+                loss = loss + generator_hinge_loss(gen_logits) + 2 * feature_matching_loss(real_maps, gen_maps)
         loss.backward()
         disc.requires_grad_(True)
         for o in (opt_g, opt_d):
@@ -136,8 +139,8 @@ def bench_codec(preset: str, args, device: torch.device) -> dict:
 
     times = time_steps(step, args.steps, device)
     med = statistics.median(times)
-    return {"what": f"codec {preset} ({sum(p.numel() for p in codec.parameters()) / 1e6:.1f} M, "
-                    f"{cfg.frame_rate:g} Hz x {cfg.n_codebooks})",
+    phase = "+ MS-STFT GAN" if adversarial else "recon. only"
+    return {"what": f"codec {preset} ({sum(p.numel() for p in codec.parameters()) / 1e6:.1f} M), {phase}",
             "times": times, "samples_s": args.batch / med, "frames_s": args.batch * args.crop_s * cfg.frame_rate / med,
             "audio_s": args.batch * args.crop_s / med, "tflops": None, "mfu": None}
 
@@ -212,12 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"batch {args.batch}: S2S user {args.user_s:g} s + context {args.context_s:g} s -> AI {args.ai_s:g} s "
           f"at {FRAME_RATE:g} Hz x 8 codebooks; codec crops {args.crop_s:g} s; {args.steps} timed steps each\n")
     rows = [bench_s2s(p, args, device) for p in args.s2s.split(",") if p] + \
-           [bench_codec(p, args, device) for p in args.codec.split(",") if p]
-    print(f"{'training step':<40} {'s/step median (min-max)':>26} {'samples/s':>10} {'frames/s':>10} {'TFLOP/s':>8} {'MFU':>6}")
+           [bench_codec(p, args, device, adv) for p in args.codec.split(",") if p for adv in (False, True)]
+    print(f"{'training step':<44} {'s/step median (min-max)':>26} {'samples/s':>10} {'frames/s':>10} {'TFLOP/s':>8} {'MFU':>6}")
     for r in rows:
         tf = f"{r['tflops']:.3f}" if r["tflops"] is not None else "-"
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-        print(f"{r['what']:<40} {spread(r['times'], '.3f'):>26} {r['samples_s']:>10.2f} {r['frames_s']:>10.0f} {tf:>8} {mfu:>6}")
+        print(f"{r['what']:<44} {spread(r['times'], '.3f'):>26} {r['samples_s']:>10.2f} {r['frames_s']:>10.0f} {tf:>8} {mfu:>6}")
     with tempfile.TemporaryDirectory() as root:
         token_urls, codec_urls = write_corpus(root, args)
         print(f"\n{'loader alone':<40} {'batches/s median (min-max)':>26} {'vs slowest step':>16} {'vs fastest':>11}")
