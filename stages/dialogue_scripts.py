@@ -23,6 +23,7 @@ from stages.sources.base import RejectError
 Lang = Literal["en", "hi", "te", "hinglish"]
 Speaker = Literal["USER", "AI"]
 SEED_STRIDE = 1000  # attempt k of a request uses seed + k * SEED_STRIDE
+TURN_SEED_STRIDE = 10  # turn_by_turn: sample j of turn t uses attempt seed + 1 + t * TURN_SEED_STRIDE + j
 
 
 class DialogueRequest(StageConfig):
@@ -67,6 +68,13 @@ class ScriptConfig(StageConfig):
         0.8, gt=0, le=1, description="share of a turn's 5-grams found in one example turn or the instruction"
     )
     max_tokens: Optional[int] = Field(None, ge=1, description="per request; None: the LLM config's")
+    turn_by_turn: bool = Field(
+        False,
+        description="completion mode: ask for one turn per request (the speaker label is ours), so the "
+        "turn count is the requested one; a turn that already breaks a rule is sampled again",
+    )
+    turn_attempts: int = Field(4, ge=1, le=TURN_SEED_STRIDE, description="turn_by_turn: samples per turn")
+    turn_max_tokens: int = Field(80, ge=1, description="turn_by_turn: per turn; a turn cut by it is sampled again")
 
 
 @dataclass(frozen=True)
@@ -390,10 +398,12 @@ def check_language(turns: Sequence[ScriptTurn], lang: str, cfg: ScriptConfig) ->
 
 
 def check_repetition(turns: Sequence[ScriptTurn], cfg: ScriptConfig) -> Optional[tuple[str, str]]:
-    """A turn that mostly repeats an earlier one (small models loop)."""
+    """A turn that mostly repeats an earlier one, or says exactly what one said (small models loop)."""
     grams = [(ngrams(t.text), len(normalize_for_similarity(t.text))) for t in turns]
     for j in range(len(turns)):
         for i in range(j):
+            if normalize_for_similarity(turns[i].text) == normalize_for_similarity(turns[j].text):
+                return "script_repetitive", f"turn {j + 1} says exactly what turn {i + 1} said"
             (a, la), (b, lb) = grams[i], grams[j]
             if min(la, lb) < 20:
                 continue  # short replies ("Okay.", "Yes, sure.") may repeat naturally
@@ -427,20 +437,91 @@ def _excerpt(text: str, n: int = 120) -> str:
 # ---------------------------------------------------------------- generation
 
 
-def attempt_script(client: LlmClient, req: DialogueRequest, seed: int, cfg: ScriptConfig, item_id: str = "") -> Script:
-    """One LLM call and parse. Raises RejectError for parse failures and LLM errors (llm_*)."""
+def attempt_script(
+    client: LlmClient, req: DialogueRequest, seed: int, cfg: ScriptConfig, item_id: str = "",
+    route: Optional[int] = None,
+) -> Script:
+    """One LLM call and parse (or, with `turn_by_turn`, one call per turn). Raises RejectError for
+    parse failures and LLM errors (llm_*). `route` keeps a dialogue's calls on one server."""
+    if client.cfg.mode == "completion" and cfg.turn_by_turn:
+        return _attempt_turn_by_turn(client, req, seed, cfg, item_id, route)
     if client.cfg.mode == "completion":
-        out = client.complete_full(build_prompt(req), seed=seed, stop=prompts.STOP_SEQUENCES, max_tokens=cfg.max_tokens)
+        out = client.complete_full(build_prompt(req), seed=seed, stop=prompts.STOP_SEQUENCES, max_tokens=cfg.max_tokens,
+                                   route=route)
     else:
         fmt = None
         if client.cfg.structured:
             fmt = {"type": "json_object", "schema": prompts.json_schema(*req.turns)}
         out = client.chat_full(
-            build_messages(req, client.cfg.structured), seed=seed, response_format=fmt, max_tokens=cfg.max_tokens
+            build_messages(req, client.cfg.structured), seed=seed, response_format=fmt, max_tokens=cfg.max_tokens,
+            route=route,
         )
     script = Script(item_id=item_id, lang=req.lang, topic=req.topic, turns=[], seed=seed, attempts=1, raw=out.text)
     script.turns = parse_script(out.text, req, finished=out.finish_reason == "stop")
     return script
+
+
+_TURN_STOP = ["\n", prompts.END_MARKER]
+
+
+def _attempt_turn_by_turn(
+    client: LlmClient, req: DialogueRequest, seed: int, cfg: ScriptConfig, item_id: str, route: Optional[int]
+) -> Script:
+    """The dialogue one turn at a time: the prompt plus the turns so far, ending in the next
+    speaker's label; the model writes that turn's line (stop at the newline). A sample that
+    already breaks a rule of the whole-script validator (empty, cut by the token limit, too long,
+    wrong script, repeating a turn or the prompt) is drawn again with the next seed, up to
+    `turn_attempts`; then the attempt fails with that rule's reason. The finished script still
+    goes through `validate` like any other. Prompt prefixes repeat, so a server with a prompt
+    cache (llama.cpp `--cache`, vLLM prefix caching) evaluates only the new turn."""
+    prompt = build_prompt(req)  # ends with "USER:"
+    n = req.target_turns
+    turns: list[ScriptTurn] = []
+    raw = ""
+    for t in range(n):
+        speaker: Speaker = "USER" if t % 2 == 0 else "AI"
+        label = "" if t == 0 else f"\n{speaker}:"
+        problem: tuple[str, str] = ("script_unparseable", "no sample")
+        for j in range(cfg.turn_attempts):
+            out = client.complete_full(prompt + raw + label, seed=seed + 1 + t * TURN_SEED_STRIDE + j,
+                                       stop=_TURN_STOP, max_tokens=cfg.turn_max_tokens, route=route)
+            text = _clean_text(_split_inline(out.text.strip())[0]) if out.text.strip() else ""
+            problem = _turn_problem(text, out.finish_reason, turns, speaker, req, cfg)
+            if problem is None:
+                break
+        if problem is not None:
+            reason, detail = problem
+            raise RejectError(reason, f"turn {t + 1} after {cfg.turn_attempts} samples: {detail}")
+        turns.append(ScriptTurn(speaker, text))
+        raw += f"{label} {text}"
+    script = Script(item_id=item_id, lang=req.lang, topic=req.topic, turns=turns, seed=seed, attempts=1,
+                    raw=raw + f"\n{prompts.END_MARKER}\n")
+    return script
+
+
+def _turn_problem(
+    text: str, finish_reason: Optional[str], turns: list[ScriptTurn], speaker: Speaker, req: DialogueRequest,
+    cfg: ScriptConfig,
+) -> Optional[tuple[str, str]]:
+    """Why one sampled turn cannot continue the dialogue (the validator's rules, on the prefix)."""
+    if finish_reason == "length":
+        return "script_turn_length", f"cut at {cfg.turn_max_tokens} tokens: {_excerpt(text)!r}"
+    if not text:
+        return "script_unparseable", "empty turn"
+    m = _LABEL_RE.match(text)
+    if m and m.group(1).strip().lower() in (set(_LABELS) | _META_LABELS):
+        return "script_prompt_echo", f"a label inside the turn: {_excerpt(text)!r}"
+    prefix = turns + [ScriptTurn(speaker, text)]
+    partial = Script(item_id="", lang=req.lang, topic=req.topic, turns=prefix, seed=0, attempts=1,
+                     raw="\n".join(f"{x.speaker}: {x.text}" for x in prefix))
+    lo, hi = req.turns
+    one = req.model_copy(update={"turns": (1, max(hi, len(prefix)))})  # the count is checked at the end
+    return (
+        check_echo(partial, req, cfg)
+        or check_structure(prefix, one, cfg)
+        or check_language(prefix, req.lang, cfg)
+        or check_repetition(prefix, cfg)
+    )
 
 
 def generate_scripts(
@@ -472,7 +553,7 @@ def generate_scripts(
         def run(i: int, attempt: int = attempt) -> Script | RejectError:
             seed = requests[i].seed + attempt * SEED_STRIDE
             try:
-                return attempt_script(client, requests[i], seed, cfg, item_id=f"dialogue-{i}")
+                return attempt_script(client, requests[i], seed, cfg, item_id=f"dialogue-{i}", route=i)
             except RejectError as e:
                 e.seed = seed  # type: ignore[attr-defined]
                 return e

@@ -7,6 +7,7 @@ config, records or reject details.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -28,6 +29,11 @@ R = TypeVar("R")
 
 class LlmConfig(StageConfig):
     base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible endpoint, ending in /v1")
+    base_urls: list[str] = Field(
+        default_factory=list,
+        description="several servers of the same model (overrides base_url): requests are spread over them; "
+        "the calls of one dialogue stay on one server, whose prompt cache then holds its prefix",
+    )
     model: str = Field("gemma-3-270m", description="model name the server knows")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key (not the key)")
     mode: Literal["chat", "completion"] = Field(
@@ -55,35 +61,54 @@ class LlmClient:
 
     def __init__(self, cfg: LlmConfig):
         self.cfg = cfg
-        self._client: Any = None
+        self._clients: dict[str, Any] = {}
+        self._next = itertools.count()
 
     def __getstate__(self) -> dict:
-        return {"cfg": self.cfg, "_client": None}
+        return {"cfg": self.cfg}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["cfg"])
+
+    @property
+    def urls(self) -> list[str]:
+        return list(self.cfg.base_urls) or [self.cfg.base_url]
+
+    def url_for(self, route: Optional[int]) -> str:
+        """The server for a call: `route` (e.g. a dialogue's index) picks one stably; None takes turns."""
+        urls = self.urls
+        return urls[(next(self._next) if route is None else route) % len(urls)]
 
     @property
     def client(self) -> Any:
-        if self._client is None:
+        return self._client_for(self.urls[0])
+
+    def _client_for(self, url: str) -> Any:
+        client = self._clients.get(url)
+        if client is None:
             from openai import OpenAI
 
-            self._client = OpenAI(
-                base_url=self.cfg.base_url,
+            client = self._clients.setdefault(url, OpenAI(
+                base_url=url,
                 api_key=os.environ.get(self.cfg.api_key_env) or "none",
                 timeout=self.cfg.timeout_s,
                 max_retries=0,  # our own loop below: backoff, reason codes, no key in details
-            )
-        return self._client
+            ))
+        return client
 
     def complete(self, prompt: str, seed: int, stop: Optional[list[str]] = None, max_tokens: Optional[int] = None) -> str:
         """Text completion of `prompt` (the continuation only)."""
         return self.complete_full(prompt, seed, stop, max_tokens).text
 
     def complete_full(
-        self, prompt: str, seed: int, stop: Optional[list[str]] = None, max_tokens: Optional[int] = None
+        self, prompt: str, seed: int, stop: Optional[list[str]] = None, max_tokens: Optional[int] = None,
+        route: Optional[int] = None,
     ) -> Completion:
-        """Like `complete`, with the finish reason ("stop", "length", ...)."""
+        """Like `complete`, with the finish reason ("stop", "length", ...) and token counts."""
+        url = self.url_for(route)
 
         def call() -> Completion:
-            resp = self.client.completions.create(
+            resp = self._client_for(url).completions.create(
                 model=self.cfg.model,
                 prompt=prompt,
                 seed=seed,
@@ -94,7 +119,7 @@ class LlmClient:
             )
             return _first_choice(resp, chat=False)
 
-        return self._with_retries(call)
+        return self._with_retries(call, url)
 
     def chat(
         self,
@@ -112,14 +137,16 @@ class LlmClient:
         seed: int,
         response_format: Optional[dict[str, Any]] = None,
         max_tokens: Optional[int] = None,
+        route: Optional[int] = None,
     ) -> Completion:
-        """Like `chat`, with the finish reason."""
+        """Like `chat`, with the finish reason and token counts."""
+        url = self.url_for(route)
 
         def call() -> Completion:
             kwargs: dict[str, Any] = {}
             if response_format is not None:
                 kwargs["response_format"] = response_format
-            resp = self.client.chat.completions.create(
+            resp = self._client_for(url).chat.completions.create(
                 model=self.cfg.model,
                 messages=messages,
                 seed=seed,
@@ -130,7 +157,7 @@ class LlmClient:
             )
             return _first_choice(resp, chat=True)
 
-        return self._with_retries(call)
+        return self._with_retries(call, url)
 
     def map_concurrent(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """`fn` over `items` with at most `max_concurrency` in flight; results in input order."""
@@ -140,7 +167,7 @@ class LlmClient:
         with ThreadPoolExecutor(max_workers=min(self.cfg.max_concurrency, len(items))) as pool:
             return list(pool.map(fn, items))
 
-    def _with_retries(self, call: Callable[[], Completion]) -> Completion:
+    def _with_retries(self, call: Callable[[], Completion], url: str) -> Completion:
         import openai
 
         last_reason, last_detail = "llm_unavailable", ""
@@ -169,7 +196,7 @@ class LlmClient:
                 log.warning("llm try %d/%d failed (%s: %s); retrying in %.1f s",
                             attempt + 1, self.cfg.retries + 1, last_reason, last_detail, wait)
                 time.sleep(wait)
-        raise RejectError(last_reason, f"{last_detail} (after {self.cfg.retries + 1} tries, {self.cfg.base_url})")
+        raise RejectError(last_reason, f"{last_detail} (after {self.cfg.retries + 1} tries, {url})")
 
     def _clean(self, text: str) -> str:
         key = os.environ.get(self.cfg.api_key_env)
@@ -207,6 +234,8 @@ class _BadResponse(Exception):
 class Completion:
     text: str
     finish_reason: Optional[str]  # "stop" (end of text or a stop sequence), "length" (max_tokens), ...
+    prompt_tokens: Optional[int] = None  # from the answer's usage, when the server reports it
+    completion_tokens: Optional[int] = None
 
 
 def _first_choice(resp: Any, chat: bool) -> Completion:
@@ -219,7 +248,14 @@ def _first_choice(resp: Any, chat: bool) -> Completion:
         text = getattr(choices[0], "text", None)
     if text is None:
         raise _BadResponse("response choice has no text")
-    return Completion(text, getattr(choices[0], "finish_reason", None))
+    usage = getattr(resp, "usage", None)
+    return Completion(text, getattr(choices[0], "finish_reason", None),
+                      _int_or_none(getattr(usage, "prompt_tokens", None)),
+                      _int_or_none(getattr(usage, "completion_tokens", None)))
+
+
+def _int_or_none(v: Any) -> Optional[int]:
+    return v if isinstance(v, int) else None
 
 
 def _cause(e: BaseException) -> str:

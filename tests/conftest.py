@@ -84,7 +84,7 @@ def demo_copy(demo_sample, tmp_path):
 
 def pytest_collection_modifyitems(config, items):
     """Tests that need the real llama.cpp server (the `llm_server` fixture) carry the `llm`
-    marker; `./run test` leaves them out and `./run test-llm` runs them (see the README)."""
+    marker: `./run test` runs them with the rest, `./run test-llm` (`pytest -m llm`) only them."""
     for item in items:
         if {"llm_server", "real_run"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.llm)

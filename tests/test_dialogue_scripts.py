@@ -327,6 +327,83 @@ def test_generation_is_deterministic_whatever_the_timing():
     assert len({t for _, _, _, t in runs[0][0]}) == len(runs[0][0])  # accepted scripts are all different
 
 
+# ------------------------------------------------------------------------- turn by turn, fake server
+
+HI_TURNS = ["मुझे नया फ़ोन लेना है, बजट दस हज़ार है।", "आपको कैमरा चाहिए या बैटरी?",
+            "बैटरी ज़्यादा ज़रूरी है, दिन भर बाहर रहता हूँ।", "तो बड़ी बैटरी वाला फ़ोन लीजिए, पूरा दिन चलेगा।"]
+
+
+def _turn_of(prompt: str, base: str) -> int:
+    """Which turn a turn-by-turn request asks for: the labels after the base prompt."""
+    assert prompt.startswith(base)
+    tail = prompt[len(base):]
+    return tail.count("\nAI:") + tail.count("\nUSER:")
+
+
+def _finish(text: str, reason: str) -> bytes:
+    return json.dumps({"id": "x", "object": "text_completion", "created": 0, "model": "m",
+                       "choices": [{"index": 0, "text": text, "finish_reason": reason, "logprobs": None}],
+                       "usage": {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16}}).encode()
+
+
+def test_turn_by_turn_asks_one_turn_per_request_and_samples_bad_turns_again():
+    r = req("hi", turns=(4, 4), seed=3)
+    base = build_prompt(r)
+
+    def answer(i, rq):
+        t, j = _turn_of(rq["prompt"], base), (rq["seed"] - r.seed - 1) % 10
+        if t == 1 and j == 0:
+            return Answer(text=" Sure, what is your budget?")  # English in a Hindi dialogue
+        if t == 2 and j == 0:
+            return Answer(text=" " + HI_TURNS[0])  # says exactly what turn 1 said
+        if t == 3 and j == 0:
+            return Answer(body=_finish(" तो बड़ी बैटरी वाला फ़ोन", "length"))  # cut by max_tokens
+        return Answer(text=f" {HI_TURNS[t]}  ")
+
+    with FakeLlm(answer) as fake:
+        client = LlmClient(LlmConfig(base_url=fake.base_url, model="m", retries=0))
+        cfg = ScriptConfig(turn_by_turn=True, turn_attempts=3, turn_max_tokens=50)
+        scripts, rejects = generate_scripts(client, [r], cfg=cfg)
+    assert rejects == []
+    (s,) = scripts
+    assert [(t.speaker, t.text) for t in s.turns] == list(zip(["USER", "AI", "USER", "AI"], HI_TURNS))
+    assert validate(s, r, []) is None and s.seed == r.seed and s.attempts == 1
+    # One request per sample: turn 1, turn 2 twice, turn 3 twice, turn 4 twice; seeds step per sample.
+    assert [r_["seed"] - r.seed for r_ in fake.requests] == [1, 11, 12, 21, 22, 31, 32]
+    assert all(r_["stop"] == ["\n", "<end>"] and r_["max_tokens"] == 50 for r_ in fake.requests)
+    # Each prompt is the base prompt, the accepted turns so far and the next speaker's label.
+    assert fake.requests[0]["prompt"] == base and base.endswith("USER:")
+    assert fake.requests[-1]["prompt"] == base + f" {HI_TURNS[0]}\nAI: {HI_TURNS[1]}\nUSER: {HI_TURNS[2]}\nAI:"
+
+
+def test_turn_by_turn_rejects_with_the_reason_when_a_turn_never_works():
+    r = req("te", turns=(4, 4), seed=5)
+    with FakeLlm(lambda i, rq: Answer(text=" Okay, I can help with that." if "\nAI:" in rq["prompt"][-4:] else
+                                      " నాకు ఒక కొత్త ఫోన్ కావాలి.")) as fake:
+        client = LlmClient(LlmConfig(base_url=fake.base_url, model="m", retries=0))
+        scripts, rejects = generate_scripts(client, [r], cfg=ScriptConfig(turn_by_turn=True, turn_attempts=2, max_attempts=2))
+    assert scripts == []
+    (rj,) = rejects
+    assert rj.reason == "script_wrong_script" and "turn 2 after 2 samples" in rj.detail
+    assert "attempt 2, seed 1005" in rj.detail and "earlier: script_wrong_script" in rj.detail
+    assert len(fake.requests) == 2 * (1 + 2)  # per attempt: turn 1, then turn 2 twice
+
+
+def test_turn_by_turn_keeps_each_dialogue_on_one_server():
+    lines = {2: " Is the morning train to Pune on time today?", 12: " Yes, it leaves at seven sharp.",
+             3: " Where can I buy fresh mangoes near the station?", 13: " The fruit market behind platform two has them."}
+
+    def answer(i, rq):
+        return Answer(text=lines[rq["seed"]])
+
+    with FakeLlm(answer) as a, FakeLlm(answer) as b:
+        client = LlmClient(LlmConfig(base_urls=[a.base_url, b.base_url], model="m", retries=0, max_concurrency=2))
+        reqs = [req("en", turns=(2, 2), seed=1), req("en", turns=(2, 2), seed=2)]
+        scripts, rejects = generate_scripts(client, reqs, cfg=ScriptConfig(turn_by_turn=True))
+    assert len(scripts) == 2 and rejects == []
+    assert [q["seed"] for q in a.requests] == [2, 12] and [q["seed"] for q in b.requests] == [3, 13]
+
+
 # ------------------------------------------------------------------------- the real model
 
 _RECORD: dict = {}
@@ -384,3 +461,23 @@ def test_real_model_chat_structured(llm_server):  # noqa: F811 - fixture
         assert validate(s, reqs[0], []) is None
     for rj in rejects:
         assert rj.reason in REASONS
+
+
+def test_real_model_turn_by_turn_meets_the_validator_in_hindi_telugu_and_english(llm_server):  # noqa: F811 - fixture
+    # The demo's settings: one turn per request, a turn that already breaks a rule sampled again;
+    # one request at a time, so each evaluates only its new tokens (two dialogues interleaved on
+    # one llama.cpp server make every request evaluate its whole prompt again).
+    cfg = LlmConfig(base_url=llm_server.base_url, model=llm_server.model, temperature=0.8, timeout_s=300,
+                    max_concurrency=1)
+    reqs = [DialogueRequest(lang=lang, topic=topic, ai_persona="Asha, a friendly voice assistant",
+                            user_profile="a college student", style="curious", turns=(4, 5), seed=21)
+            for lang, topic in [("hi", "a broken phone screen"), ("te", "choosing a gift for a friend"),
+                                ("en", "ordering food for a party")]]
+    scripts, rejects = generate_scripts(LlmClient(cfg), reqs, cfg=ScriptConfig(turn_by_turn=True, turn_attempts=6, max_attempts=3))
+    _record("turn_by_turn", scripts, rejects)
+    assert [s.lang for s in scripts] == ["hi", "te", "en"], [(r.item_id, r.reason, r.detail) for r in rejects]
+    seen: list[str] = []
+    for s, r in zip(scripts, reqs):
+        assert validate(s, r, seen) is None  # the full validator, unchanged
+        seen.append(s.text)
+        assert len(s.turns) == r.target_turns and [t.speaker for t in s.turns][:2] == ["USER", "AI"]

@@ -24,13 +24,25 @@ def _cfg(base_url: str, **kw) -> LlmConfig:
 # ------------------------------------------------------------------------- the real server
 
 
+# llama.cpp reuses the part of a prompt it evaluated last time and evaluates only the rest; how a
+# prompt was split changes the logits in the last bits, and so what a sampler draws. The same
+# seed gives the same text when the server starts from the same state: each request below
+# follows the same other prompt (and a fresh server given the same requests in the same order
+# writes the same texts, which is what the demo relies on).
+OTHER_PROMPT = "Once upon a time"
+
+
 def test_real_server_completion_is_seeded(llm_server):  # noqa: F811 - fixture
     client = LlmClient(_cfg(llm_server.base_url, max_tokens=24, temperature=0.9))
     prompt = "USER: What is the capital of France?\nAI:"
-    a = client.complete(prompt, seed=1, stop=["\n"])
-    b = client.complete(prompt, seed=1, stop=["\n"])
-    others = {client.complete(prompt, seed=s, stop=["\n"]) for s in (2, 3, 4)}
-    assert isinstance(a, str) and a.strip()
+
+    def after_other(seed: int) -> str:
+        client.complete(OTHER_PROMPT, seed=0, max_tokens=1)
+        return client.complete(prompt, seed=seed, stop=["\n"])
+
+    a, b = after_other(1), after_other(1)
+    others = {after_other(s) for s in (2, 3, 4)}
+    assert isinstance(a, str) and any(x.strip() for x in others | {a})
     assert a == b  # same seed, same text
     assert len(others | {a}) > 1  # other seeds sample other continuations
     assert "\n" not in a  # the stop sequence ended it
@@ -52,6 +64,7 @@ def test_real_server_chat_with_json_schema(llm_server):  # noqa: F811 - fixture
 
 def test_real_server_concurrent_requests(llm_server):  # noqa: F811 - fixture
     client = LlmClient(_cfg(llm_server.base_url, max_tokens=8, max_concurrency=3))
+    client.complete("USER: Hello!\nAI:", seed=0, max_tokens=1)  # from here on, every request reuses the prompt
     outs = client.map_concurrent(lambda s: client.complete("USER: Hello!\nAI:", seed=s, stop=["\n"]), [1, 2, 3, 1])
     assert len(outs) == 4 and all(isinstance(o, str) for o in outs)
     assert outs[0] == outs[3]  # same seed, same answer, even with other requests in flight
@@ -196,6 +209,24 @@ def test_client_pickles_without_its_connection():
         assert client.complete("x", seed=0) == "a"
         clone = pickle.loads(pickle.dumps(client))
         assert clone.cfg == client.cfg and clone.complete("x", seed=0) == "b"
+
+
+def test_several_servers_share_the_requests_and_a_route_sticks_to_one():
+    with FakeLlm([Answer(text="a")]) as a, FakeLlm([Answer(text="b")]) as b:
+        client = LlmClient(_cfg(a.base_url, base_urls=[a.base_url, b.base_url]))
+        assert [client.complete("x", seed=0) for _ in range(4)] == ["a", "b", "a", "b"]  # in turns
+        assert {client.complete_full("x", seed=0, route=3).text for _ in range(3)} == {"b"}
+        out = client.complete_full("x", seed=0, route=0)
+    assert out.text == "a" and (out.prompt_tokens, out.completion_tokens) == (1, 1)  # the usage counts
+    assert (len(a.requests), len(b.requests)) == (3, 5)
+
+
+def test_every_server_down_names_the_one_tried():
+    dead = [f"http://127.0.0.1:{free_port()}/v1" for _ in range(2)]
+    client = LlmClient(_cfg(dead[0], base_urls=dead, retries=0))
+    with pytest.raises(RejectError) as e:
+        client.complete_full("hi", seed=0, route=1)
+    assert e.value.reason == "llm_unavailable" and dead[1] in e.value.detail
 
 
 def test_config_rejects_unknown_keys_and_bad_values():

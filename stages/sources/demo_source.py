@@ -3,18 +3,26 @@
 - a Fisher-layout telephone sample (stages/sources/demo.py), read with the Fisher recipe;
 - a podcast-style RSS feed of mono multi-speaker episodes (stages/sources/synth_conversations.py),
   served on loopback and read with the podcasts recipe, so those episodes go through download,
-  VAD, diarization, ASR and alignment like any podcast.
+  VAD, diarization, ASR and alignment like any podcast;
+- synthetic USER/AI dialogues in Hindi, Telugu and English (source `demo-synthetic`, the
+  synthetic recipe): Gemma 3 270M on a llama.cpp server the demo starts on loopback (and stops
+  once the scripts are written) writes them turn by turn, espeak-ng speaks them, Whisper checks
+  the English round trip. Generated dialogues are kept in the work directory, so a second run
+  starts no server.
 """
 from __future__ import annotations
 
 import os
 from typing import Any, Optional, Sequence
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from catalog.schema import Speaker, Utterance
 from stages.audio import DecodedAudio
-from stages.config import StageConfig
+from stages.config import AsrConfig, StageConfig
+from stages.dialogue_scripts import ScriptConfig
+from stages.llm import LlmConfig
+from stages.llm_server import LlamaServerConfig
 from stages.loopback import serve_directory
 from stages.fetch import FetchConfig
 from stages.sources.base import Discovery, RecordingTask
@@ -22,6 +30,9 @@ from stages.sources.demo import generate_demo_fisher
 from stages.sources.fisher import FisherConfig, FisherSource
 from stages.sources.podcasts import FeedConfig, PodcastsConfig, PodcastsSource
 from stages.sources.synth_conversations import standard_test_set, write_feed
+from stages.sources.synthetic import LANGUAGES as SYNTHETIC_LANGUAGES
+from stages.sources.synthetic import AiPersona, SyntheticConfig, SyntheticSource
+from stages.tts import TtsConfig
 
 DEMO_PORT = 47391
 LICENSE = "CC0-1.0 (synthesized by convcorpus with espeak-ng)"
@@ -39,6 +50,17 @@ class DemoConfig(StageConfig):
     workdir: Optional[str] = Field(None, description="where the sample is synthesized (default: ~/.cache/convcorpus/demo)")
     lang: str = "en"
     license: str = LICENSE
+    synthetic: bool = Field(True, description="also write and speak LLM dialogues (starts llama.cpp on loopback)")
+    synthetic_languages: list[str] = Field(default_factory=lambda: ["hi", "te", "en"], min_length=1)
+    synthetic_dialogues: int = Field(2, ge=1, le=50, description="per language")
+
+    @field_validator("synthetic_languages")
+    @classmethod
+    def _languages(cls, v: list[str]) -> list[str]:
+        bad = [x for x in v if x not in SYNTHETIC_LANGUAGES]
+        if bad:
+            raise ValueError(f"unsupported language(s) {bad}; supported: {list(SYNTHETIC_LANGUAGES)}")
+        return list(dict.fromkeys(v))
 
 
 class DemoFisher(FisherSource):
@@ -47,6 +69,43 @@ class DemoFisher(FisherSource):
 
 class DemoPodcasts(PodcastsSource):
     name = "demo-podcasts"
+
+
+class DemoSynthetic(SyntheticSource):
+    name = "demo-synthetic"
+
+
+SYNTHETIC_LICENSE = "CC0-1.0 (written by Gemma 3 270M, spoken by espeak-ng)"
+
+
+def demo_synthetic_config(config: DemoConfig, output_dir: str) -> SyntheticConfig:
+    """The demo's dialogues: short (4-6 turns), one at a time on the packaged Gemma 3 270M.
+
+    That model is small: asked for a whole dialogue it often stops early, slides into English or
+    loops, so the demo asks for one turn per request (`turn_by_turn`) and samples a turn again
+    when it already breaks a rule; the finished scripts meet the full validator.
+    """
+    return SyntheticConfig(
+        languages=config.synthetic_languages,
+        topics=["planning a weekend trip", "cooking dinner with what is in the fridge",
+                "a problem with a train ticket booking", "choosing a phone for a parent"],
+        ai_personas=[AiPersona(), AiPersona(name="Ravi", character="a cheerful travel guide",
+                                            personality="enthusiastic, practical, a little funny")],
+        user_profiles=["a college student in Hyderabad", "a retired teacher who is new to smartphones"],
+        styles=["friendly", "curious", "slightly worried"],
+        turns=(4, 6),
+        dialogues=config.synthetic_dialogues,
+        seed=config.seed,
+        # 0.8: lower temperatures made Gemma 3 270M repeat itself more (see benchmarks/README.md).
+        llm=LlmConfig(model="gemma-3-270m", mode="completion", temperature=0.8, max_tokens=200,
+                      timeout_s=180, retries=1, max_concurrency=1),
+        script=ScriptConfig(turn_by_turn=True, turn_attempts=6, max_attempts=4),
+        tts=TtsConfig(backend="espeak"),
+        asr=AsrConfig(),
+        output_dir=output_dir,
+        license=SYNTHETIC_LICENSE,
+        serve=LlamaServerConfig(),
+    )
 
 
 class DemoSource:
@@ -61,12 +120,19 @@ class DemoSource:
             audio=[self.fisher_root], transcripts=[self.fisher_root], lang=config.lang, license=config.license,
         ))
         self.podcasts: Optional[DemoPodcasts] = None
+        self.synthetic = DemoSynthetic(demo_synthetic_config(config, os.path.join(root, "synthetic")))
 
     def discover(self) -> Discovery:
         generate_demo_fisher(self.fisher_root, num_calls=self.config.num_calls, seed=self.config.seed)
         found = self.fisher.discover()
-        if not self.config.podcasts:
-            return found
+        if self.config.podcasts:
+            found = self._discover_podcasts(found)
+        if self.config.synthetic:
+            dialogues = self.synthetic.discover()
+            found = Discovery(found.tasks + dialogues.tasks, found.rejects + dialogues.rejects)
+        return found
+
+    def _discover_podcasts(self, found: Discovery) -> Discovery:
         conversations = standard_test_set(os.path.join(self.podcast_root, "site"), seed=self.config.seed)
         # A stable port keeps the feed's URLs, and so the episodes' identity, the same next time.
         with serve_directory(os.path.join(self.podcast_root, "site"), DEMO_PORT) as base_url:
@@ -90,9 +156,15 @@ class DemoSource:
         return self.podcasts
 
     def read_audio(self, task: RecordingTask) -> DecodedAudio:
-        return self.fisher.read_audio(task) if task.source == self.fisher.name else self._podcasts().read_audio(task)
+        if task.source == self.fisher.name:
+            return self.fisher.read_audio(task)
+        if task.source == self.synthetic.name:
+            return self.synthetic.read_audio(task)
+        return self._podcasts().read_audio(task)
 
     def read_transcript(self, task: RecordingTask, recording: Any) -> Any:
+        if task.source == self.synthetic.name:
+            return self.synthetic.read_transcript(task, recording)
         return self.fisher.read_transcript(task, recording)
 
     def assign_roles(self, task: RecordingTask, speakers: Sequence[Speaker], utterances: Sequence[Utterance]) -> None:

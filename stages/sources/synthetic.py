@@ -37,6 +37,7 @@ from stages.audio import DecodedAudio, decode_file, resample
 from stages.config import AsrConfig, StageConfig
 from stages.dialogue_scripts import DialogueRequest, ScriptConfig, generate_scripts
 from stages.llm import LlmConfig
+from stages.llm_server import LlamaServerConfig
 from stages.metrics import normalize_text, wer_cer
 from stages.sources.base import Discovery, RecordingTask, RejectError
 from stages.sources.ldc import Transcript
@@ -104,6 +105,9 @@ class SyntheticConfig(StageConfig):
     gap_stats_from: Optional[str] = Field(None, description="corpus root whose real conversations give the gaps")
     output_dir: Optional[str] = Field(None, description="generated audio (default ~/.cache/convcorpus/synthetic)")
     license: str = ""
+    serve: Optional[LlamaServerConfig] = Field(
+        None, description="start llama.cpp's server on loopback for this build's scripts (llm.base_url is then unused)"
+    )
 
     @field_validator("languages")
     @classmethod
@@ -208,21 +212,19 @@ class SyntheticSource:
             (todo.append(p) if doc is None else done.__setitem__(p.dialogue_id, doc))
         rejects: list[Reject] = []
         if todo:
-            from stages.llm import LlmClient
-
             seen = [d["script_text"] for d in done.values()]
-            scripts, script_rejects = generate_scripts(LlmClient(cfg.llm), [p.request for p in todo], cfg=cfg.script, seen=seen)
+            scripts, script_rejects = self._generate([p.request for p in todo], seen)
             by_item = {f"dialogue-{i}": p for i, p in enumerate(todo)}
             for r in script_rejects:
                 p = by_item[r.item_id]
-                rejects.append(Reject(SOURCE, r.stage, f"{SOURCE}-{p.dialogue_id}", r.reason, r.detail))
+                rejects.append(Reject(self.name, r.stage, f"{self.name}-{p.dialogue_id}", r.reason, r.detail))
             for s in scripts:
                 p = by_item[s.item_id]
                 try:
                     done[p.dialogue_id] = self._render(p, s)
                 except RejectError as e:
                     stage = "roundtrip" if e.reason == "tts_roundtrip_cer" else "tts"
-                    rejects.append(Reject(SOURCE, stage, f"{SOURCE}-{p.dialogue_id}", e.reason, e.detail[:2000]))
+                    rejects.append(Reject(self.name, stage, f"{self.name}-{p.dialogue_id}", e.reason, e.detail[:2000]))
         tasks = []
         for p in planned:
             doc = done.get(p.dialogue_id)
@@ -230,10 +232,32 @@ class SyntheticSource:
                 continue
             over = self._over_threshold(p.request.lang, doc["cers"])
             if over is not None:  # a cached dialogue, checked against today's threshold
-                rejects.append(Reject(SOURCE, "roundtrip", f"{SOURCE}-{p.dialogue_id}", "tts_roundtrip_cer", over))
+                rejects.append(Reject(self.name, "roundtrip", f"{self.name}-{p.dialogue_id}", "tts_roundtrip_cer", over))
                 continue
             tasks.append(self._task(p, doc))
         return Discovery(tasks=tasks, rejects=rejects)
+
+    def _generate(self, requests: list[DialogueRequest], seen: list[str]) -> tuple[list, list[Reject]]:
+        """Scripts from the configured server, or from a llama.cpp server started for them
+        (`serve`), stopped before any TTS runs. A server that cannot start rejects every request
+        `llm_unavailable`, with why."""
+        from stages.llm import LlmClient
+
+        cfg = self.config
+        if cfg.serve is None:
+            return generate_scripts(LlmClient(cfg.llm), requests, cfg=cfg.script, seen=seen)
+        from stages.llm_server import LlmServerError, start_configured
+
+        try:
+            server = start_configured(cfg.serve, cfg.llm.model)
+        except LlmServerError as e:
+            detail = f"could not start the local llama.cpp server: {e}"[:2000]
+            return [], [Reject(self.name, "script", f"dialogue-{i}", "llm_unavailable", detail) for i in range(len(requests))]
+        try:
+            client = LlmClient(cfg.llm.model_copy(update={"base_url": server.base_url}))
+            return generate_scripts(client, requests, cfg=cfg.script, seen=seen)
+        finally:
+            server.stop()
 
     def _existing(self, p: Planned) -> Optional[dict]:
         paths = self._paths(p.dialogue_id)
@@ -360,7 +384,7 @@ class SyntheticSource:
     def _task(self, p: Planned, doc: dict) -> RecordingTask:
         paths = self._paths(p.dialogue_id)
         return RecordingTask(
-            source=SOURCE,
+            source=self.name,
             origin_id=p.dialogue_id,
             audio_path=paths["wav"],
             transcript_path=paths["json"],
@@ -392,7 +416,7 @@ class SyntheticSource:
         rid = recording.recording_id
         speakers = [
             Speaker(
-                speaker_id=f"{rid}-{label}", recording_id=rid, source=SOURCE, label=label, channel=ch, role=role,
+                speaker_id=f"{rid}-{label}", recording_id=rid, source=self.name, label=label, channel=ch, role=role,
                 lang=task.lang,
                 metadata_json=json.dumps({"voice_id": doc["voices"][label]["voice_id"],
                                           "voice_lang": doc["voices"][label]["lang"], "lang": task.lang},
@@ -407,7 +431,7 @@ class SyntheticSource:
             k = pl.get("turn_index")
             cer = cers[k] if k is not None and k < len(cers) else None
             utterances.append(Utterance(
-                utterance_id=f"{rid}-{i:05d}", recording_id=rid, source=SOURCE,
+                utterance_id=f"{rid}-{i:05d}", recording_id=rid, source=self.name,
                 speaker_id=speakers[pl["speaker"]].speaker_id, channel=pl["speaker"],
                 start_s=start, end_s=end, text_raw=pl["text"], text=normalize_text(pl["text"]), lang=task.lang,
                 confidence=None if cer is None else round(max(0.0, 1.0 - cer), 4),
