@@ -6,8 +6,10 @@ with a new seed, up to a limit, then rejected with the reason of its last attemp
 """
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import threading
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Sequence
@@ -537,9 +539,21 @@ def generate_scripts(
     then validated in request order against the scripts accepted so far, so the outcome is the
     same for the same seeds and server, whatever the timing. `seen`: texts of scripts accepted
     earlier (e.g. by a previous build), extended in place.
+
+    With several servers (`llm.base_urls`), each request in flight has a server of its own
+    (while requests in flight <= servers): an attempt's calls go to its worker's server, so a
+    llama.cpp server never interleaves two dialogues, which would make it evaluate each
+    dialogue's whole prompt again on every call.
     """
     cfg = cfg or ScriptConfig()
     max_attempts = max_attempts or cfg.max_attempts
+    slots, slot_numbers = threading.local(), itertools.count()
+
+    def slot() -> int:
+        """This worker thread's number: concurrent workers get consecutive ones."""
+        if not hasattr(slots, "k"):
+            slots.k = next(slot_numbers)
+        return slots.k
     seen = seen if seen is not None else []
     accepted: dict[int, Script] = {}
     rejected: dict[int, Reject] = {}
@@ -553,7 +567,7 @@ def generate_scripts(
         def run(i: int, attempt: int = attempt) -> Script | RejectError:
             seed = requests[i].seed + attempt * SEED_STRIDE
             try:
-                return attempt_script(client, requests[i], seed, cfg, item_id=f"dialogue-{i}", route=i)
+                return attempt_script(client, requests[i], seed, cfg, item_id=f"dialogue-{i}", route=slot())
             except RejectError as e:
                 e.seed = seed  # type: ignore[attr-defined]
                 return e

@@ -32,7 +32,8 @@ class LlmConfig(StageConfig):
     base_urls: list[str] = Field(
         default_factory=list,
         description="several servers of the same model (overrides base_url): requests are spread over them; "
-        "the calls of one dialogue stay on one server, whose prompt cache then holds its prefix",
+        "dialogue generation gives each request in flight a server of its own, so a server's prompt cache "
+        "holds the dialogue it is writing (set llm.max_concurrency to the number of servers)",
     )
     model: str = Field("gemma-3-270m", description="model name the server knows")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key (not the key)")

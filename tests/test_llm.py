@@ -70,6 +70,20 @@ def test_real_server_concurrent_requests(llm_server):  # noqa: F811 - fixture
     assert outs[0] == outs[3]  # same seed, same answer, even with other requests in flight
 
 
+def test_launcher_errors_are_clear(tmp_path):
+    from stages.llm_server import LlmServerError, start_llama_server
+
+    with pytest.raises(LlmServerError, match="no GGUF at"):
+        start_llama_server(model_path=str(tmp_path / "missing.gguf"))
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)  # not a model: the server exits while loading
+    t0 = time.monotonic()
+    with pytest.raises(LlmServerError, match="exited with code") as e:
+        start_llama_server(model_path=str(bad), timeout_s=60)
+    assert time.monotonic() - t0 < 60  # noticed the exit, did not wait for the timeout
+    assert "server log:" in str(e.value)
+
+
 # ------------------------------------------------------------------------- failures
 
 

@@ -194,6 +194,25 @@ def test_unknown_voice_rejects_the_dialogue(fake_llm, tmp_path):
     assert stage == "tts" and "nosuchvoice" in detail
 
 
+def test_unchecked_languages_can_skip_the_round_trip(fake_llm, tmp_path):
+    from stages.sources.synthetic import SyntheticSource
+
+    src = SyntheticSource(SyntheticConfig.model_validate(
+        options(tmp_path / "gen", fake_llm.base_url, languages=["hi"], roundtrip_unchecked=False)))
+    (task,) = src.discover().tasks
+    doc = json.load(open(task.transcript_path))
+    assert doc["cers"] == [None] * 4 and doc["asr_model"] is None
+    assert src._asr is None  # Whisper was never loaded
+
+
+def test_a_local_server_that_cannot_start_rejects_every_dialogue(tmp_path):
+    missing = tmp_path / "missing.gguf"
+    s = build(tmp_path / "corpus", options(tmp_path / "gen", "http://127.0.0.1:1/v1", serve={"model_path": str(missing)}))
+    assert s["status"] == "committed" and s["rejects_by_reason"] == {"llm_unavailable": 2}
+    details = [d for (d,) in catalog(tmp_path / "corpus").execute("select detail from rejects").fetchall()]
+    assert all("could not start the local llama.cpp server" in d and str(missing) in d for d in details)
+
+
 # ------------------------------------------------------------ the real model, on loopback
 
 
