@@ -73,7 +73,7 @@ class ConfigError(ValueError):
     pass
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree
     for k in keys[:-1]:
@@ -113,7 +113,7 @@ def load_build_config(
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value")
         key, value = item.split("=", 1)
-        _set_dotted(pipeline, key.strip(), yaml.safe_load(value))
+        set_dotted(pipeline, key.strip(), yaml.safe_load(value))
     engine_tree = dict(tree.get("engine") or {})
     engine_tree.update({k: v for k, v in (engine or {}).items() if v is not None})
     try:

@@ -315,3 +315,24 @@ def test_tokenize_on_ray_matches_inline(corpus, trained_codec, tokens, tmp_path)
     inline_index = Store(tokens["tokens_root"]).read_json(f"shards/{tokens['version']}/index.json")
     ray_index = Store(on_ray["tokens_root"]).read_json(f"shards/{on_ray['version']}/index.json")
     assert [s["sha256"] for s in ray_index["shards"]] == [s["sha256"] for s in inline_index["shards"]]
+
+
+def test_tokenize_rejects_bad_samples_with_reasons(corpus, trained_codec, tokens, tmp_path):
+    from stages.shard import write_tar_shard
+    from stages.sources.base import RejectError
+    from stages.tokenize import ShardTokenizer
+
+    tok = ShardTokenizer(os.path.join(trained_codec[0], "codec.pt"), corpus, str(tmp_path / "tokens"), "v")
+    good = {"json": b"{}", "user.flac": b"not flac", "ai.flac": b"x"}
+    for fields, reason in ((good, "undecodable_audio"), ({"json": b"{}"}, "missing_member"),
+                           ({**good, "json": b"{nope"}, "bad_json")):
+        with pytest.raises(RejectError) as e:
+            tok.tokenize_sample("k", fields)
+        assert e.value.reason == reason
+    # A whole shard of bad samples: an empty token shard plus one reject per sample, no crash.
+    src = Store(str(tmp_path / "src"))
+    shard = write_tar_shard(src, "pairs-bad.tar", [("a", good), ("b", {"json": b"{}"})], "pairs", "v")
+    tok.corpus = src
+    result = tok(shard)
+    assert result.shard.num_samples == 0
+    assert sorted(r.reason for r in result.rejects) == ["missing_member", "undecodable_audio"]

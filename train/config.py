@@ -10,6 +10,7 @@ from typing import Any, Literal, Optional, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipelines.config import set_dotted
 from train.distributed import Strategy
 
 
@@ -118,14 +119,6 @@ class S2STrainConfig(_Strict):
     run: RunConfig
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node = tree
-    keys = dotted.split(".")
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-    node[keys[-1]] = value
-
-
 def load_config(cls: type[BaseModel], path: Optional[str], overrides: Sequence[str] = ()):
     """Read a phase YAML (optional), apply ``a.b=value`` overrides (YAML values), validate."""
     tree: dict[str, Any] = {}
@@ -139,7 +132,7 @@ def load_config(cls: type[BaseModel], path: Optional[str], overrides: Sequence[s
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value")
         key, value = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(value))
+        set_dotted(tree, key.strip(), yaml.safe_load(value))
     try:
         return cls.model_validate(tree)
     except ValidationError as e:

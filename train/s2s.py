@@ -43,10 +43,14 @@ def model_config(cfg: S2STrainConfig) -> S2SConfig:
 
 def load_exported(path: str, device: str | torch.device = "cpu") -> S2SModel:
     """An exported ``s2s.pt``, or a run folder holding one, in eval mode."""
-    store, rel = (Store(path.rsplit("/", 1)[0] or "/"), path.rsplit("/", 1)[1]) if path.endswith(".pt") else (Store(path), EXPORT)
-    if not store.exists(rel):
+    import fsspec
+
+    fs, where = fsspec.core.url_to_fs(path)
+    if fs.isdir(where):
+        where = where.rstrip("/") + "/" + EXPORT
+    if not fs.isfile(where):
         raise FileNotFoundError(f"no S2S weights at {path} (expected an .pt file or a run folder with {EXPORT})")
-    with store.open(rel, "rb") as f:
+    with fs.open(where, "rb") as f:
         state = torch.load(f, map_location="cpu", weights_only=True)
     return load_s2s(state).to(device).eval()
 
