@@ -1,8 +1,10 @@
 """python -m pipelines.evaluate --reference refs/ --out ./corpus [--collar 0.25] [--tolerance 0.5] [--json report.json]
 
 Scores a built corpus against reference RTTM (who spoke when) and STM (who said what) files:
-DER with missed speech, false alarm and speaker confusion (pyannote.metrics), WER and CER
-(jiwer), and floor transfers (precision/recall/F1 within a tolerance, time and gap errors).
+DER with missed speech, false alarm and speaker confusion, DER outside overlapped speech and
+JER (pyannote.metrics), the speaker-count error, WER and CER (jiwer), and floor transfers
+(precision/recall/F1 within a tolerance, time and gap errors). A reference whose recording was
+rejected (e.g. `single_speaker`) is listed with the reason.
 
 Matching: every `*.rttm` and `*.stm` file under --reference is read (a file may hold several
 uris). A recording of the corpus matches a reference uri when, first to last, the file stem of
@@ -37,7 +39,10 @@ from catalog.store import Store
 from catalog.versions import current
 from catalog.views import connect
 from stages.config import SegmentConfig
-from stages.metrics import StmEntry, annotation_from_segments, diarization_metrics, read_rttm, read_stm, turn_metrics, wer_cer
+from stages.metrics import (
+    StmEntry, annotation_from_segments, diarization_metrics, jaccard_error_rate, read_rttm, read_stm, turn_metrics,
+    wer_cer,
+)
 from stages.segment import build_turns
 
 
@@ -169,6 +174,11 @@ def evaluate(out: str, ref_dir: str, collar: float = 0.25, tolerance_s: float = 
         ref_ann = ref.annotation()
         end = max([duration] + [s.end for s in ref_ann.itersegments()])
         der = diarization_metrics(ref_ann, hyp_ann, collar=collar, skip_overlap=skip_overlap, uem=Segment(0, end))
+        der_no_overlap = diarization_metrics(ref_ann, hyp_ann, collar=collar, skip_overlap=True, uem=Segment(0, end))
+        der["der_no_overlap"] = der_no_overlap["der"]
+        der["no_overlap_errors_s"] = der_no_overlap["missed_s"] + der_no_overlap["false_alarm_s"] + der_no_overlap["confusion_s"]
+        der["no_overlap_total_s"] = der_no_overlap["total_s"]
+        der["jer"] = jaccard_error_rate(ref_ann, hyp_ann, collar=collar, uem=Segment(0, end))
         transcript = None
         if ref.stm:
             transcript = wer_cer([" ".join(e[3] for e in ref.stm)], [" ".join(u[4] or "" for u in utts)])
@@ -183,11 +193,17 @@ def evaluate(out: str, ref_dir: str, collar: float = 0.25, tolerance_s: float = 
             "diarization": der, "transcript": transcript, "turns": turns,
         })
     matched_uris = {r["uri"] for r in rows}
+    rejected = {}
+    for item_id, reason, detail in con.execute("select item_id, reason, detail from rejects order by item_id").fetchall():
+        for uri in set(refs) - matched_uris:
+            if origin_stem(item_id) == uri or uri in item_id:
+                rejected[uri] = {"reason": reason, "detail": detail}
     return {
         "corpus": out, "reference": ref_dir, "collar_s": collar, "tolerance_s": tolerance_s,
         "skip_overlap": skip_overlap, "segment_config": cfg.model_dump(mode="json"),
         "recordings": rows, "total": _totals(rows),
-        "unmatched_references": sorted(set(refs) - matched_uris),
+        "unmatched_references": sorted(set(refs) - matched_uris - set(rejected)),
+        "rejected_references": rejected,
         "unmatched_recordings": len(recs) - len(rows),
     }
 
@@ -201,6 +217,12 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     errors = d["missed_s"] + d["false_alarm_s"] + d["confusion_s"]
     d.update(der=_ratio(errors, d["total_s"]), missed=_ratio(d["missed_s"], d["total_s"]),
              false_alarm=_ratio(d["false_alarm_s"], d["total_s"]), confusion=_ratio(d["confusion_s"], d["total_s"]))
+    d["der_no_overlap"] = _ratio(sum(r["diarization"]["no_overlap_errors_s"] for r in rows),
+                                 sum(r["diarization"]["no_overlap_total_s"] for r in rows))
+    d["jer"] = _ratio(sum(r["diarization"]["jer"] for r in rows), len(rows))  # mean over recordings
+    count_errors = [r["hyp_speakers"] - r["ref_speakers"] for r in rows]
+    speakers = {"count_accuracy": _ratio(sum(e == 0 for e in count_errors), len(rows)),
+                "mean_abs_count_error": _ratio(sum(abs(e) for e in count_errors), len(rows))}
     ts = [r["transcript"] for r in rows if r["transcript"]]
     t = {k: sum(x[k] for x in ts) for k in ("substitutions", "deletions", "insertions", "hits", "ref_words", "char_errors", "ref_chars")}
     t.update(wer=_ratio(t["substitutions"] + t["deletions"] + t["insertions"], t["ref_words"]),
@@ -217,7 +239,8 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     turns = {"precision": p, "recall": rc, "f1": f1, "matched": m, "n_ref": n_ref, "n_hyp": n_hyp,
              "mean_abs_time_error_s": weighted("mean_abs_time_error_s"),
              "mean_abs_gap_error_s": weighted("mean_abs_gap_error_s")}
-    return {"recordings": len(rows), "diarization": d, "transcript": t if ts else None, "turns": turns}
+    return {"recordings": len(rows), "diarization": d, "speakers": speakers, "transcript": t if ts else None,
+            "turns": turns}
 
 
 def _pct(x: Optional[float]) -> str:
@@ -228,25 +251,29 @@ def _num(x: Optional[float], fmt: str = "{:.2f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
-HEADER = ("recording", "spk ref/hyp", "DER", "miss", "FA", "conf", "scored s", "WER", "CER",
+HEADER = ("recording", "spk ref/hyp", "DER", "DER no ovl", "JER", "miss", "FA", "conf", "scored s", "WER", "CER",
           "turn P", "turn R", "turn F1", "|dt| s")
 
 
 def format_report(report: dict[str, Any]) -> str:
     def line(name: str, spk: str, r: dict[str, Any]) -> tuple[str, ...]:
         d, t, tr = r["diarization"], r["transcript"] or {}, r["turns"]
-        return (name, spk, _pct(d["der"]), _pct(d["missed"]), _pct(d["false_alarm"]), _pct(d["confusion"]),
+        return (name, spk, _pct(d["der"]), _pct(d["der_no_overlap"]), _pct(d["jer"]), _pct(d["missed"]),
+                _pct(d["false_alarm"]), _pct(d["confusion"]),
                 f"{d['total_s']:.1f}", _pct(t.get("wer")), _pct(t.get("cer")), _num(tr["precision"]),
                 _num(tr["recall"]), _num(tr["f1"]), _num(tr["mean_abs_time_error_s"]))
 
     table = [HEADER] + [line(r["uri"], f"{r['ref_speakers']}/{r['hyp_speakers']}", r) for r in report["recordings"]]
-    table.append(line("TOTAL", "", report["total"]))
+    sp = report["total"]["speakers"]
+    table.append(line("TOTAL", f"{_pct(sp['count_accuracy'])} ok" if sp["count_accuracy"] is not None else "", report["total"]))
     widths = [max(len(row[i]) for row in table) for i in range(len(HEADER))]
     text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in table]
     text.insert(1, "-" * len(text[0]))
     text.insert(len(text) - 1, "-" * len(text[0]))
     notes = [f"collar ±{report['collar_s']} s, transfer tolerance {report['tolerance_s']} s"
              + (", overlap skipped" if report["skip_overlap"] else "")]
+    for uri, r in sorted(report.get("rejected_references", {}).items()):
+        notes.append(f"{uri}: rejected {r['reason']} ({r['detail']})")
     if report["unmatched_references"]:
         notes.append(f"references without a recording: {', '.join(report['unmatched_references'])}")
     if report["unmatched_recordings"]:

@@ -1,17 +1,20 @@
-"""Mono-mix recordings to utterances: VAD → diarization → ASR → words aligned to speakers.
+"""Mono-mix recordings to utterances: VAD → ASR → diarization (with the words) → words aligned to
+speakers; a conversation that diarizes to one speaker becomes a reject with its figures.
 
 One `ConversationAnalyzer` holds its models (Silero VAD, Whisper, the diarizer's encoder) for
 its whole life, so a Ray actor loads them once and reuses them for every recording it gets.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
 from catalog.schema import Recording, Reject, Speaker, Utterance
-from stages.config import AnalyzeConfig
+from stages.config import AnalyzeConfig, DiarizeConfig
+from stages.diarize import Diarization, DiarizeHints
 from stages.sources.base import RejectError
 
 
@@ -22,6 +25,32 @@ class Analysis:
     rejects: list[Reject] = field(default_factory=list)
     lang: Optional[str] = None
     code_switched: bool = False
+
+
+def expected_speakers(recording: Recording) -> Optional[int]:
+    """A known speaker count from the source (a manifest's `speakers:`), if any."""
+    try:
+        n = json.loads(recording.metadata_json or "{}").get("speakers")
+    except ValueError:
+        return None
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def check_speakers(diarization: Diarization, expected: Optional[int], cfg: DiarizeConfig) -> None:
+    """A conversation never ends silently as one speaker: it becomes a reject with the figures.
+
+    - `single_speaker`: one speaker found where the source expects more (or says nothing, with
+      `single_speaker: reject`, the default: a conversation corpus gets no pair from a monologue);
+    - `diarization_uncertain`: two speakers, one of them with less than `min_speaker_share` of the
+      speech (a voice's variation split off, or a partner barely heard)."""
+    shares = diarization.speech_share()
+    figures = {k: v for k, v in diarization.stats.items() if k != "shares"}
+    detail = json.dumps({"speakers": len(shares), "expected": expected, **figures,
+                         "shares": {k: round(v, 3) for k, v in shares.items()}}, sort_keys=True)
+    if len(shares) == 1 and expected != 1 and (expected or cfg.single_speaker == "reject"):
+        raise RejectError("single_speaker", detail)
+    if len(shares) == 2 and min(shares.values()) < cfg.min_speaker_share and expected != 2:
+        raise RejectError("diarization_uncertain", detail)
 
 
 class ConversationAnalyzer:
@@ -45,14 +74,18 @@ class ConversationAnalyzer:
         speech = self.vad(mono, sample_rate)
         if not speech:
             raise RejectError("no_speech", "voice activity detection found no speech")
-        turns = self.diarizer(audio, sample_rate, speech)
-        if not turns:
-            raise RejectError("no_speech", "diarization found no speaker")
         hint = recording.lang if recording.lang in self.cfg.asr.languages else None
         result = self.asr.transcribe(mono, speech, lang_hint=hint)
         if not result.segments:
             raise RejectError("no_speech", "speech recognition found no words")
-        aligned = align_words(result.segments, turns)
+        # Whisper's words go to the diarizer: speaker changes fall between words.
+        words = tuple((w.start_s, w.end_s) for seg in result.segments for w in (seg.words or []))
+        expected = expected_speakers(recording)
+        diarization = self.diarizer.diarize(audio, sample_rate, speech, DiarizeHints(expected, words))
+        if not diarization.turns:
+            raise RejectError("no_speech", "diarization found no speaker")
+        check_speakers(diarization, expected, self.cfg.diarize)
+        aligned = align_words(result.segments, diarization.turns)
         speakers, utterances = to_utterances(recording, aligned)
         for s in speakers:
             s.lang = result.lang

@@ -98,14 +98,59 @@ class AsrConfig(StageConfig):
     word_timestamps: bool = True
 
 
+class OfflineDiarizeConfig(StageConfig):
+    """The offline backend's method (stages/diarize_offline.py); defaults chosen on the labelled
+    easy and hard test sets (README, "Diarization")."""
+
+    window_s: float = Field(1.5, ge=0.5, le=4.0, description="speaker-embedding window")
+    short_window_s: float = Field(0.75, ge=0.3, le=2.0, description="short-scale window: short turns, boundaries")
+    hop_s: float = Field(0.25, ge=0.05, le=2.0, description="window hop: the resegmentation's step")
+    min_window_s: float = Field(0.3, ge=0.1, le=2.0, description="shorter speech gets no embedding of its own")
+    split_pause_s: float = Field(0.08, ge=0, le=2.0, description="pauses at least this long split speech pieces")
+    change_z: float = Field(1.5, ge=0, le=10.0, description="speaker-change peaks: median + z * MAD of the "
+                            "recording's adjacent-window distances")
+    change_min_distance: float = Field(0.12, ge=0, le=2.0, description="and at least this cosine distance")
+    cluster_piece_s: float = Field(1.0, ge=0.2, le=10.0, description="pieces this long shape the clusters")
+    max_piece_s: float = Field(3.0, ge=0.5, le=30.0, description="longer pieces are clustered as chunks of this")
+    min_silhouette: float = Field(0.225, ge=-1.0, le=1.0, description="a split whose weighted silhouette is below "
+                                  "this is one speaker")
+    min_contrast: float = Field(0.0, ge=0, le=20.0, description="a split whose centroid distance over the spread "
+                                "inside its clusters is below this is one speaker")
+    min_cluster_share: float = Field(0.1, ge=0, le=0.5, description="a speaker holds at least this share of the "
+                                     "clustered speech...")
+    min_cluster_s: float = Field(20.0, ge=0, description="or at least this many seconds of it (long episodes)")
+    min_cluster_pieces: int = Field(2, ge=1, le=20, description="and at least this many clustered pieces")
+    k_penalty: float = Field(0.03, ge=0, le=1, description="each extra speaker must raise the silhouette this much")
+    switch_cost: float = Field(6.0, ge=0, description="resegmentation: cost of a speaker change inside speech")
+    switch_cost_pause: float = Field(0.5, ge=0, description="cost of a speaker change at a pause or change point")
+    max_cluster_pieces: int = Field(3000, ge=50, le=20000, description="longer recordings cluster a sample")
+    overlap: bool = Field(False, description="detect overlapped speech (a window unusually close to a second "
+                          "speaker)")
+    overlap_z: float = Field(2.5, ge=0.5, le=10.0, description="how unusual: standard deviations above the "
+                             "speaker's own windows' similarity to the other")
+
+
 class DiarizeConfig(StageConfig):
     backend: Literal["offline", "pyannote", "channels"] = "offline"
     pyannote_pipeline: str = Field(
         "pyannote/speaker-diarization-community-1", description="local directory or hub id"
     )
-    min_speakers: Optional[int] = Field(None, ge=1)
-    max_speakers: Optional[int] = Field(None, ge=1)
+    min_speakers: Optional[int] = Field(None, ge=1, le=32)
+    max_speakers: Optional[int] = Field(None, ge=1, le=32)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    offline: OfflineDiarizeConfig = OfflineDiarizeConfig()
+    single_speaker: Literal["reject", "keep"] = Field(
+        "reject", description="a recording that diarizes to one speaker, unless its source says it has one: "
+        "reject (single_speaker) or keep (codec data only; it gives no pairs)")
+    min_speaker_share: float = Field(
+        0.03, ge=0, le=0.5, description="a two-speaker result whose second speaker holds less speech than this "
+        "is rejected diarization_uncertain")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "DiarizeConfig":
+        if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
+            raise ValueError(f"min_speakers {self.min_speakers} > max_speakers {self.max_speakers}")
+        return self
 
 
 class AnalyzeConfig(StageConfig):

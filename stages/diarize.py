@@ -1,18 +1,19 @@
 """Who spoke when: one interface, three backends.
 
-- ``offline`` (stages/diarize_offline.py): Silero VAD + resemblyzer's speaker encoder +
-  clustering with an automatic speaker count; models that packages carry, no overlap detection.
+- ``offline`` (stages/diarize_offline.py): Silero VAD + resemblyzer's speaker encoder, speaker
+  change points, clustering with a speaker count relative to the recording's own distances,
+  HMM resegmentation and overlap detection; models that packages carry.
 - ``pyannote`` (stages/diarize_pyannote.py): a pyannote.audio pipeline from a local directory
   or a hub id (token from the environment); overlap-aware.
 - ``channels`` (here): one speaker per channel of a multi-channel recording.
 
-Every backend takes (channels, frames) float32 audio at 16 kHz and returns SpeakerTurns sorted
-by start; turns of different speakers may overlap.
+Every backend takes (channels, frames) float32 audio at 16 kHz and returns a `Diarization`:
+SpeakerTurns sorted by start (turns of different speakers may overlap) and the backend's figures.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 import numpy as np
 
@@ -36,12 +37,58 @@ class SpeakerTurn:
         return self.end_s - self.start_s
 
 
+@dataclass(frozen=True)
+class DiarizeHints:
+    """What a source or the ASR knows before diarization: a known speaker count (a podcast's
+    manifest entry) and word spans (speaker changes fall between words)."""
+
+    num_speakers: Optional[int] = None
+    words: tuple[tuple[float, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Diarization:
+    turns: list[SpeakerTurn]
+    stats: dict[str, Any] = field(default_factory=dict)  # backend figures (counts, scores) for rejects
+
+    @property
+    def speakers(self) -> list[str]:
+        return sorted({t.speaker for t in self.turns})
+
+    def speech_share(self) -> dict[str, float]:
+        """Each speaker's share of the speaker time (overlap counted for both)."""
+        total: dict[str, float] = {}
+        for t in self.turns:
+            total[t.speaker] = total.get(t.speaker, 0.0) + t.duration_s
+        whole = sum(total.values()) or 1.0
+        return {k: v / whole for k, v in sorted(total.items())}
+
+
 class Diarizer(Protocol):
-    def __call__(
-        self, audio: np.ndarray, sample_rate: int, speech: Optional[list[SpeechSegment]] = None
-    ) -> list[SpeakerTurn]:
+    def diarize(
+        self, audio: np.ndarray, sample_rate: int, speech: Optional[list[SpeechSegment]] = None,
+        hints: Optional[DiarizeHints] = None,
+    ) -> Diarization:
         """`audio`: (channels, frames) float32; `speech`: VAD regions of the mix when known."""
         ...
+
+    def __call__(
+        self, audio: np.ndarray, sample_rate: int, speech: Optional[list[SpeechSegment]] = None,
+        hints: Optional[DiarizeHints] = None,
+    ) -> list[SpeakerTurn]:
+        ...
+
+
+class DiarizerBase:
+    """`__call__` gives just the turns of `diarize`."""
+
+    def diarize(self, audio: np.ndarray, sample_rate: int, speech: Optional[list[SpeechSegment]] = None,
+                hints: Optional[DiarizeHints] = None) -> Diarization:
+        raise NotImplementedError
+
+    def __call__(self, audio: np.ndarray, sample_rate: int, speech: Optional[list[SpeechSegment]] = None,
+                 hints: Optional[DiarizeHints] = None) -> list[SpeakerTurn]:
+        return self.diarize(audio, sample_rate, speech, hints).turns
 
 
 def make_diarizer(cfg: DiarizeConfig, vad_cfg: Optional[VadConfig] = None) -> Diarizer:
@@ -61,7 +108,7 @@ def make_diarizer(cfg: DiarizeConfig, vad_cfg: Optional[VadConfig] = None) -> Di
     raise ValueError(f"unknown diarization backend {cfg.backend!r}")
 
 
-class ChannelDiarizer:
+class ChannelDiarizer(DiarizerBase):
     """One speaker per channel ("CH0", "CH1", ...); each channel's speech from Silero VAD run on
     that channel alone (a neural VAD ignores the faint crosstalk an energy threshold would
     count as speech). The mix's `speech` regions are not used."""
@@ -72,9 +119,10 @@ class ChannelDiarizer:
         self.cfg = cfg
         self.vad = SileroVAD(vad_cfg or VadConfig())
 
-    def __call__(
-        self, audio: np.ndarray, sample_rate: int, speech: Optional[list[SpeechSegment]] = None
-    ) -> list[SpeakerTurn]:
+    def diarize(
+        self, audio: np.ndarray, sample_rate: int, speech: Optional[list[SpeechSegment]] = None,
+        hints: Optional[DiarizeHints] = None,
+    ) -> Diarization:
         audio = as_channels(audio)
         if audio.shape[0] < 2:
             raise RejectError(
@@ -86,7 +134,7 @@ class ChannelDiarizer:
             for ch in range(audio.shape[0])
             for seg in self.vad(np.ascontiguousarray(audio[ch]), sample_rate)
         ]
-        return sort_turns(turns)
+        return Diarization(sort_turns(turns), {"speakers": len({t.speaker for t in turns})})
 
 
 def as_channels(audio: np.ndarray) -> np.ndarray:
@@ -100,8 +148,12 @@ def as_channels(audio: np.ndarray) -> np.ndarray:
 
 
 def mono_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Mix down to mono float32 and resample to 16 kHz if needed."""
+    """Mono float32 at 16 kHz. One channel already at 16 kHz in float32 comes back as a view (a
+    memory-mapped hour stays on disk; callers clean NaNs in the slices they read); otherwise the
+    channels are averaged and resampled into a new array."""
     audio = as_channels(audio)
+    if audio.shape[0] == 1 and sample_rate == SAMPLE_RATE and audio.dtype == np.float32:
+        return audio[0]
     mono = audio[0] if audio.shape[0] == 1 else audio.mean(axis=0, dtype=np.float32)
     mono = np.nan_to_num(np.asarray(mono, dtype=np.float32))
     if sample_rate != SAMPLE_RATE:

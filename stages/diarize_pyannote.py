@@ -17,7 +17,9 @@ from typing import Any, Optional
 import numpy as np
 
 from stages.config import DiarizeConfig
-from stages.diarize import SAMPLE_RATE, SpeakerTurn, mono_16k, resolve_device, sort_turns
+from stages.diarize import (
+    SAMPLE_RATE, Diarization, DiarizeHints, DiarizerBase, SpeakerTurn, mono_16k, resolve_device, sort_turns,
+)
 from stages.vad import SpeechSegment
 
 INSTALL_HINT = (
@@ -52,7 +54,7 @@ def load_pipeline(source: str, token: Optional[str] = None) -> Any:
     return pipeline
 
 
-class PyannoteDiarizer:
+class PyannoteDiarizer(DiarizerBase):
     """Diarizer backend "pyannote". Loads the pipeline once (on GPU when there is one)."""
 
     def __init__(self, cfg: DiarizeConfig):
@@ -64,21 +66,27 @@ class PyannoteDiarizer:
         self.device = torch.device(resolve_device(cfg.device))
         self.pipeline.to(self.device)
 
-    def __call__(
-        self, audio: np.ndarray, sample_rate: int, speech: Optional[list[SpeechSegment]] = None
-    ) -> list[SpeakerTurn]:
-        """`speech` is not used: the pipeline's segmentation model finds speech itself."""
+    def diarize(
+        self, audio: np.ndarray, sample_rate: int, speech: Optional[list[SpeechSegment]] = None,
+        hints: Optional[DiarizeHints] = None,
+    ) -> Diarization:
+        """`speech` and word hints are not used: the pipeline's segmentation model finds speech
+        itself. A known speaker count (hints) is passed as `num_speakers`."""
         mono = mono_16k(audio, sample_rate)
         if not len(mono):
-            return []
+            return Diarization([], {"speakers": 0})
         kwargs = {}
-        if self.cfg.min_speakers is not None:
-            kwargs["min_speakers"] = self.cfg.min_speakers
-        if self.cfg.max_speakers is not None:
-            kwargs["max_speakers"] = self.cfg.max_speakers
+        if hints is not None and hints.num_speakers:
+            kwargs["num_speakers"] = hints.num_speakers
+        else:
+            if self.cfg.min_speakers is not None:
+                kwargs["min_speakers"] = self.cfg.min_speakers
+            if self.cfg.max_speakers is not None:
+                kwargs["max_speakers"] = self.cfg.max_speakers
         waveform = self.torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))[None]
         output = self.pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE}, **kwargs)
-        return turns_from_output(output)
+        turns = turns_from_output(output)
+        return Diarization(turns, {"speakers": len({t.speaker for t in turns})})
 
 
 def turns_from_output(output: Any) -> list[SpeakerTurn]:

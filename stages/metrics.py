@@ -146,6 +146,21 @@ def diarization_metrics(
     }
 
 
+def jaccard_error_rate(reference: Annotation, hypothesis: Annotation, collar: float = 0.25,
+                      uem: Optional[Timeline | Segment] = None) -> float:
+    """JER (DIHARD II): 1 - mean over reference speakers of the Jaccard index of their speech and
+    their optimally mapped hypothesis speaker's; every reference speaker weighs the same, so a
+    quiet speaker merged into a talkative one costs as much as the reverse."""
+    from pyannote.metrics.diarization import JaccardErrorRate
+
+    ref, hyp = reference.support(), hypothesis.support()
+    if isinstance(uem, Segment):
+        uem = Timeline([uem])
+    if not ref.labels():
+        return 0.0 if not hyp.labels() else 1.0
+    return float(JaccardErrorRate(collar=2 * collar)(ref, hyp, uem=uem))
+
+
 # --- transcripts ----------------------------------------------------------------------------
 
 

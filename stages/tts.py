@@ -1,13 +1,13 @@
-"""Speech synthesis behind one interface: backends (espeak-ng, MMS/VITS, Coqui, Piper), their
-voices, and voice assignment for a dialogue's speakers.
+"""Speech synthesis behind one interface: backends (espeak-ng, MMS/VITS, Coqui, Piper, Kokoro),
+their voices, and voice assignment for a dialogue's speakers.
 
 Every backend returns float32 mono audio at `TtsConfig.sample_rate`, trimmed of leading and
 trailing silence. Failures are RejectErrors with stable reasons: `tts_unsupported_language`,
 `tts_unknown_voice`, `tts_not_enough_voices`, `tts_silent_output`, `tts_failed`.
 
 Voice ids are stable strings, `<backend>:<lang>...`, e.g. "espeak:hi+f3:p55:s160",
-"mms:te:p0.90", "coqui:hi:Ana Florence", "piper:en:3"; they go into the catalog as the
-speaker's voice.
+"mms:te:p0.90", "coqui:hi:Ana Florence", "piper:en:3", "kokoro:en:jf_alpha+jm_kumo@0.35";
+they go into the catalog as the speaker's voice.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from stages.sources.base import RejectError
 from stages.sources.demo import trim_silence
 from stages.text_normalize import normalize_for_tts
 
-BackendName = Literal["espeak", "mms", "coqui", "piper"]
+BackendName = Literal["espeak", "mms", "coqui", "piper", "kokoro"]
 
 # Distinct espeak-ng voices per language: variant and pitch far enough apart that any two of a
 # dialogue sound like different people (female variants high, male variants low).
@@ -186,6 +186,7 @@ _BACKENDS = {
     "mms": "stages.tts_mms:MmsTts",
     "coqui": "stages.tts_coqui:CoquiTts",
     "piper": "stages.tts_piper:PiperTts",
+    "kokoro": "stages.tts_kokoro:KokoroTts",
 }
 
 

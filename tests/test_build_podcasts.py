@@ -142,11 +142,29 @@ def test_local_folder_one_speaker_and_a_bad_file(labelled, tmp_path):
     per_file = dict(con.execute(
         "select r.origin, count(distinct s.speaker_id) from recordings r join speakers s using (recording_id) group by all"
     ).fetchall())
-    assert sorted(per_file.values()) == [1, 2]
+    assert sorted(per_file.values()) == [2]
     pairs = dict(con.execute("select recording_id, count(*) from pairs group by all").fetchall())
     assert len(pairs) == 1 and list(pairs.values())[0] >= 4  # only the two-speaker file has pairs
     assert all("." not in rid for rid in pairs)
     assert con.execute("select count(*) from shards where kind = 'pairs'").fetchone()[0] >= 1
-    assert con.execute("select reason from rejects").fetchall() == [("audio_decode_failed",)]
+    # The monologue is not lost silently: a reject with the diarizer's figures, in the summary too.
+    rejects = dict(con.execute("select reason, detail from rejects").fetchall())
+    assert sorted(rejects) == ["audio_decode_failed", "single_speaker"]
+    detail = json.loads(rejects["single_speaker"])
+    assert detail["speakers"] == 1 and detail["expected"] is None and "best_split_silhouette" in detail
+    assert "single_speaker" in proc.stdout + proc.stderr
     build = json.loads(sorted((out / "builds").glob("*.json"))[-1].read_text())
     assert build["status"] == "committed"
+    con.close()
+    # Declared monologues are kept (codec data): speakers 1 in the source's settings.
+    out2 = tmp_path / "corpus2"
+    manifest = tmp_path / "local.yaml"
+    manifest.write_text(f"source: local\nlocal:\n  audio: [{str(folder)!r}]\n  lang: en\n  speakers: 1\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.build", "--manifest", str(manifest), "--out", str(out2), "--engine", "inline"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    con = duckdb.connect(str(out2 / "catalog.duckdb"), read_only=True)
+    assert con.execute("select count(distinct speaker_id) from speakers").fetchone()[0] == 1
+    assert con.execute("select reason from rejects").fetchall() == [("audio_decode_failed",)]

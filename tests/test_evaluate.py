@@ -2,6 +2,7 @@
 `pipelines.evaluate` end to end on corpus catalogs written directly (no ASR)."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import http.server
 import json
@@ -119,7 +120,10 @@ def test_generation_is_idempotent_and_deterministic(synth, tmp_path):
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(speakers=(SpeakerSpec("a", voice("karen")), SpeakerSpec("b", voice("karen")))), "different espeak"),
+    (dict(speakers=(SpeakerSpec("a", voice("karen")), SpeakerSpec("b", voice("karen")))), "same voice"),
+    (dict(speakers=(SpeakerSpec("a", voice("karen")), SpeakerSpec("b", dataclasses.replace(voice("maria"), pitch=62)))),
+     "different espeak"),
+    (dict(channel="radio"), "channel"),
     (dict(lines=(LineSpec("a", "yeah", backchannel=True),)), "first line"),
     (dict(lines=(LineSpec("a", "Hi."), LineSpec("b", "a very long backchannel that goes on and on", 0.1, True))),
      "outlasts"),
@@ -247,6 +251,11 @@ def test_evaluate_cli_scores_a_deliberate_speaker_error(tmp_path):
     d = report["total"]["diarization"]
     assert d["der"] == pytest.approx(3.3 / 11.8) and d["confusion_s"] == pytest.approx(3.3)
     assert d["missed_s"] == pytest.approx(0) and d["false_alarm_s"] == pytest.approx(0)
+    # No overlapped reference speech: DER outside overlap is the DER. JER weighs each reference
+    # speaker alike: A lost a third of its speech to B, B's Jaccard index shrank by A's line.
+    assert d["der_no_overlap"] == pytest.approx(d["der"])
+    assert 0.2 < d["jer"] < 0.6 and row["diarization"]["jer"] == pytest.approx(d["jer"])
+    assert report["total"]["speakers"] == {"count_accuracy": 1.0, "mean_abs_count_error": 0.0}
     # "lighthouse" → "light house": one substitution and one insertion over 29 words
     t = report["total"]["transcript"]
     assert (t["substitutions"], t["insertions"], t["deletions"]) == (1, 1, 0) and t["wer"] == pytest.approx(2 / 29)
@@ -335,4 +344,4 @@ def test_rttm_only_reference_and_the_builds_segment_settings(tmp_path):
     assert row["transcript"] is None and report["total"]["transcript"] is None
     assert row["diarization"]["der"] == 0 and row["turns"]["n_ref"] == 3
     total_line = format_report(report).splitlines()[-2]
-    assert total_line.startswith("TOTAL") and total_line.split()[1:3] == ["0.0%", "0.0%"]
+    assert total_line.startswith("TOTAL") and total_line.split()[1:6] == ["100.0%", "ok", "0.0%", "0.0%", "0.0%"]

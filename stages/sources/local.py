@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from typing import Optional
+
 from pydantic import Field, field_validator
 
 from stages.audio import DecodedAudio, decode_file
@@ -33,6 +35,8 @@ class LocalConfig(StageConfig):
     lang: str = Field("auto", description="language code of the recordings; 'auto' lets ASR decide")
     license: str = "unknown (local recordings)"
     extensions: list[str] = Field(default_factory=lambda: list(DEFAULT_EXTENSIONS), min_length=1)
+    speakers: Optional[int] = Field(None, ge=1, le=32, description="known speaker count of every recording "
+                                    "(a diarization hint; 1 keeps monologues)")
 
     @field_validator("extensions")
     @classmethod
@@ -88,7 +92,8 @@ class LocalSource:
                     transcript_path=None,
                     lang=self.config.lang,
                     license=self.config.license,
-                    metadata={"relative_path": rel, "size_bytes": size},
+                    metadata={"relative_path": rel, "size_bytes": size,
+                              **({"speakers": self.config.speakers} if self.config.speakers else {})},
                     needs_analysis=True,
                 )
             )

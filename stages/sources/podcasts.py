@@ -91,6 +91,8 @@ class FeedConfig(StageConfig):
     since: Optional[date] = None
     until: Optional[date] = None
     roles: RoleHint = RoleHint()
+    speakers: Optional[int] = Field(None, ge=1, le=32, description="known speaker count of every episode "
+                                    "(a diarization hint; 1 keeps monologues)")
 
     @field_validator("url")
     @classmethod
@@ -118,6 +120,8 @@ class PageConfig(StageConfig):
     lang: Optional[str] = None
     license: Optional[str] = None
     roles: RoleHint = RoleHint()
+    speakers: Optional[int] = Field(None, ge=1, le=32, description="known speaker count of every episode "
+                                    "(a diarization hint; 1 keeps monologues)")
 
     @field_validator("url")
     @classmethod
@@ -225,7 +229,7 @@ class PodcastsSource:
                 continue
             lang = feed.lang or self.config.lang or "auto"
             license = feed.license or self.config.license or ep.feed_rights or "unknown"
-            tasks.append(self._task(origin_id, path, lang, license, facts, feed.roles))
+            tasks.append(self._task(origin_id, path, lang, license, facts, feed.roles, feed.speakers))
 
     def _discover_page(self, fetcher: Fetcher, page: PageConfig, tasks: list, rejects: list, seen: set[str]) -> None:
         guid = page.url
@@ -254,7 +258,7 @@ class PodcastsSource:
             return
         lang = page.lang or self.config.lang or "auto"
         license = page.license or self.config.license or "unknown"
-        tasks.append(self._task(origin_id, path, lang, license, facts, page.roles))
+        tasks.append(self._task(origin_id, path, lang, license, facts, page.roles, page.speakers))
 
     def _duplicate(self, origin_id: str, guid: str, seen: set[str], rejects: list) -> bool:
         if origin_id in seen:
@@ -264,9 +268,12 @@ class PodcastsSource:
         seen.add(origin_id)
         return False
 
-    def _task(self, origin_id: str, path: str, lang: str, license: str, facts: dict, roles: RoleHint) -> RecordingTask:
+    def _task(self, origin_id: str, path: str, lang: str, license: str, facts: dict, roles: RoleHint,
+              speakers: Optional[int] = None) -> RecordingTask:
         metadata = dict(facts)
         metadata["role_hint"] = roles.model_dump()
+        if speakers is not None:
+            metadata["speakers"] = speakers
         return RecordingTask(
             source=self.name,
             origin_id=origin_id,

@@ -1,6 +1,11 @@
-"""Labelled one-microphone test conversations: espeak-ng voices mixed into one mono track, with
+"""Labelled one-microphone test conversations: synthetic voices mixed into one mono track, with
 the references that score a build of them (RTTM, STM and a JSON timeline) and an RSS feed that
 lists them as podcast episodes.
+
+Voices are the demo's espeak-ng participants (`demo.Voice`) or any TTS voice id of
+stages/tts.py (e.g. "kokoro:en:af_bella+af_sky@0.5", "espeak:en+f2:p55:s165"). A conversation
+can be degraded the way real recordings are: a telephone channel (300-3400 Hz band, 8 kHz
+G.711 mu-law and back), and background noise at a given SNR against the speech.
 
 A conversation is written as `out_dir/audio/<uri>.wav` and `out_dir/refs/<uri>.{rttm,stm,json}`;
 the uri is the audio's file stem and, in the feed, the episode GUID: `pipelines.evaluate` pairs a
@@ -21,17 +26,20 @@ import os
 import random
 import re
 import tempfile
+import threading
 import urllib.parse
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import soundfile as sf
 
-from stages.sources.demo import SPEAKERS, Voice, _atomic_write, synthesize
+import soxr
+
+from stages.sources.demo import SPEAKERS, Voice, _atomic_write, synthesize, telephone_band
 
 GENERATOR_VERSION = 1
 AUDIO_DIR = "audio"
@@ -48,7 +56,12 @@ _LABEL = re.compile(r"[A-Za-z0-9_.\-]+")
 @dataclass(frozen=True)
 class SpeakerSpec:
     label: str  # reference speaker name in RTTM/STM, e.g. "host"
-    voice: Voice
+    voice: Union[Voice, str]  # an espeak demo voice, or a TTS voice id (stages/tts.py)
+    gain: float = 0.5  # peak level of a TTS voice's clips (demo voices carry their own)
+
+    @property
+    def peak(self) -> float:
+        return self.voice.gain if isinstance(self.voice, Voice) else self.gain
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,8 @@ class ConversationSpec:
     tail_s: float = 0.8
     jitter_s: float = 0.0  # uniform jitter of floor gaps; never flips a gap's sign
     noise_dbfs: float = -66.0  # RMS of the noise floor
+    channel: str = "wide"  # "wide", or "telephone": 300-3400 Hz, 8 kHz mu-law and back
+    snr_db: Optional[float] = None  # pink background noise at this SNR against the speech
 
 
 @dataclass(frozen=True)
@@ -123,8 +138,13 @@ def validate_spec(spec: ConversationSpec) -> None:
         raise ValueError(f"speaker labels must be unique tokens: {labels}")
     for i, a in enumerate(spec.speakers):
         for b in spec.speakers[i + 1:]:
-            if a.voice.variant == b.voice.variant or a.voice.pitch == b.voice.pitch:
+            if a.voice == b.voice:
+                raise ValueError(f"{a.label} and {b.label} have the same voice")
+            if isinstance(a.voice, Voice) and isinstance(b.voice, Voice) and (
+                    a.voice.variant == b.voice.variant or a.voice.pitch == b.voice.pitch):
                 raise ValueError(f"{a.label} and {b.label} need different espeak variants and pitches")
+    if spec.channel not in CHANNELS:
+        raise ValueError(f"channel {spec.channel!r}: one of {sorted(CHANNELS)}")
     if spec.lang not in ESPEAK_LANGS:
         raise ValueError(f"lang {spec.lang!r}: espeak-ng voices here are {sorted(ESPEAK_LANGS)}")
     if spec.sample_rate not in (16000, 24000):
@@ -149,19 +169,70 @@ def _fingerprint(spec: ConversationSpec, seed: int) -> str:
 
 
 ESPEAK_LANGS = {"en": "en-us", "hi": "hi", "te": "te"}
+CHANNELS = ("wide", "telephone")
+
+
+class _TtsVoices:
+    """TTS backends for voice ids, one instance per backend, created on first use."""
+
+    def __init__(self) -> None:
+        self._backends: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def synthesize(self, voice_id: str, text: str, lang: str, sample_rate: int, peak: float) -> np.ndarray:
+        from stages.tts import TtsConfig, make_tts
+
+        name = voice_id.split(":", 1)[0]
+        with self._lock:
+            if name not in self._backends:
+                self._backends[name] = make_tts(TtsConfig(backend=name, normalize_text=False))
+            backend = self._backends[name]
+        clip, sr = backend.synthesize(text, backend.voice(voice_id), text_lang=lang)
+        clip = soxr.resample(clip.astype(np.float64), sr, sample_rate, quality="HQ")
+        top = float(np.max(np.abs(clip))) if len(clip) else 0.0
+        if top <= 0:
+            raise RuntimeError(f"{voice_id} produced silence for {text!r}")
+        return clip * (peak / top)
 
 
 def _synthesize_clips(spec: ConversationSpec, workers: int) -> dict[tuple[str, str], np.ndarray]:
     """(speaker label, spoken text) → clip at the conversation's rate, peaking at the voice's gain."""
-    voices = {s.label: s.voice for s in spec.speakers}
+    speakers = {s.label: s for s in spec.speakers}
     keys = sorted({(line.speaker, line.spoken or line.text) for line in spec.lines})
+    tts = _TtsVoices()
 
     def one(key: tuple[str, str]) -> np.ndarray:
-        return synthesize(key[1], voices[key[0]], workdir, sample_rate=spec.sample_rate, lang=ESPEAK_LANGS[spec.lang])
+        spk = speakers[key[0]]
+        if isinstance(spk.voice, Voice):
+            return synthesize(key[1], spk.voice, workdir, sample_rate=spec.sample_rate, lang=ESPEAK_LANGS[spec.lang])
+        return tts.synthesize(spk.voice, key[1], spec.lang, spec.sample_rate, spk.peak)
 
     with tempfile.TemporaryDirectory(prefix="synth-tts-") as workdir, \
             ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         return dict(zip(keys, pool.map(one, keys)))
+
+
+def mu_law(x: np.ndarray, mu: int = 255) -> np.ndarray:
+    """G.711 mu-law companding to 8 bits and back (the quantization noise of a phone line)."""
+    y = np.sign(x) * np.log1p(mu * np.minimum(np.abs(x), 1.0)) / np.log1p(mu)
+    q = np.round((y + 1.0) / 2.0 * 255.0) / 255.0 * 2.0 - 1.0
+    return np.sign(q) * ((1.0 + mu) ** np.abs(q) - 1.0) / mu
+
+
+def telephone_channel(x: np.ndarray, sr: int) -> np.ndarray:
+    """300-3400 Hz band, 8 kHz mu-law, back to `sr`."""
+    narrow = soxr.resample(telephone_band(x, sr), sr, 8000, quality="HQ")
+    return soxr.resample(mu_law(np.clip(narrow, -1.0, 1.0)), 8000, sr, quality="HQ")
+
+
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS 1/f noise (white noise shaped in the frequency domain)."""
+    spec = np.fft.rfft(rng.normal(0.0, 1.0, n))
+    f = np.arange(len(spec), dtype=np.float64)
+    spec[1:] /= np.sqrt(f[1:])
+    spec[0] = 0.0
+    x = np.fft.irfft(spec, n=n)
+    return x / (np.sqrt(np.mean(x**2)) + 1e-20)
 
 
 def speech_regions(clip: np.ndarray, sr: int, min_pause_s: float = SPLIT_PAUSE_S,
@@ -237,9 +308,17 @@ def render(spec: ConversationSpec, placed: list[tuple[RefSegment, int]], keys: l
     n = int(round(end * sr))
     noise_seed = int.from_bytes(hashlib.sha256(f"synth-noise:{seed}:{spec.uri}".encode()).digest()[:8], "little")
     x = np.random.default_rng(noise_seed).normal(0.0, 10 ** (spec.noise_dbfs / 20), n)
+    speech = np.zeros(n)
     for (seg, first), key in zip(placed, keys):
         clip = clips[key]
-        x[first: first + len(clip)] += clip
+        speech[first: first + len(clip)] += clip
+    if spec.snr_db is not None:
+        active = np.concatenate([speech[first: first + len(clips[key])] for (_, first), key in zip(placed, keys)])
+        speech_rms = float(np.sqrt(np.mean(active**2)))
+        x += pink_noise(n, np.random.default_rng(noise_seed + 1)) * speech_rms * 10 ** (-spec.snr_db / 20)
+    x += speech
+    if spec.channel == "telephone":
+        x = telephone_channel(x, sr)
     peak = float(np.max(np.abs(x)))
     return x * (0.95 / peak) if peak > 0.95 else x  # overlaps can add up past full scale
 
@@ -304,7 +383,8 @@ def make_conversation(out_dir: str, spec: ConversationSpec, seed: int, *, worker
         "generator": "stages.sources.synth_conversations", "version": GENERATOR_VERSION,
         "fingerprint": fingerprint, "seed": seed, "uri": spec.uri, "title": spec.title or spec.uri,
         "lang": spec.lang, "sample_rate": sr, "duration_s": round(len(audio) / sr, 3),
-        "speakers": [{"label": s.label, "voice": asdict(s.voice)} for s in spec.speakers],
+        "speakers": [{"label": s.label, "voice": asdict(s.voice) if isinstance(s.voice, Voice) else s.voice}
+                     for s in spec.speakers],
         "segments": [asdict(s) for s in segments],
     }
     # The timeline goes last: its fingerprint marks the conversation complete.
@@ -435,3 +515,252 @@ def write_feed(out_dir: str, conversations: Sequence[LabelledConversation], base
     path = os.path.join(out_dir, FEED_NAME)
     _atomic_write(path, ET.tostring(rss, encoding="utf-8", xml_declaration=True))
     return path
+
+
+# --- the hard test set -----------------------------------------------------------------------
+# Voices as close as real ones: Kokoro-82M's female styles and blends of them sit 0.25-0.35
+# apart in resemblyzer's space (cosine distance), espeak-ng variants of one gender at close
+# pitch likewise; telephone band and mu-law, background noise at 10-20 dB SNR, 0.2 s gaps,
+# 0.4-1 s turns, overlaps and backchannels, a four-speaker panel, one speaker on a phone line.
+
+def _kokoro(style: str, blend: Optional[str] = None, weight: float = 0.5, speed: Optional[float] = None) -> str:
+    vid = f"kokoro:en:{style}" + (f"+{blend}@{weight:g}" if blend else "")
+    return vid + (f":s{speed:g}" if speed else "")
+
+
+def _tts(label: str, voice_id: str, gain: float = 0.5) -> SpeakerSpec:
+    return SpeakerSpec(label, voice_id, gain)
+
+
+HARD_SPECS: tuple[ConversationSpec, ...] = (
+    ConversationSpec(
+        uri="hard_close_female",
+        title="Two close female voices (Kokoro), clean: a new job",
+        speakers=(_tts("a", _kokoro("jf_alpha"), 0.55), _tts("b", _kokoro("jf_gongitsune"), 0.5)),
+        lines=(
+            L("a", "So how was your first week at the new job?"),
+            L("b", "Honestly, better than I expected. The people are friendly and nobody yells.", 0.4),
+            L("a", "That already sounds like an improvement.", 0.5),
+            L("b", "It really is. My old manager used to call me at ten at night.", 0.3),
+            L("a", "Wait, every night?", 0.3),
+            L("b", "Not every night, but often enough that I stopped answering.", 0.4),
+            L("a", "And what do you actually do there all day?", 0.6),
+            L("b", "Mostly I check the numbers before the reports go out to the clients.", 0.4),
+            L("a", "Do you like it?", 0.3),
+            L("b", "I do. It is quiet work, and I get to leave at five.", 0.5),
+            L("a", "Then I am a little jealous.", 0.4),
+        ),
+    ),
+    ConversationSpec(
+        uri="hard_blend_noise20",
+        title="A voice and a blend of it with another (Kokoro), 20 dB noise: weekend plans",
+        speakers=(_tts("a", _kokoro("jf_nezumi"), 0.5),
+                  _tts("b", _kokoro("jf_nezumi", "jf_tebukuro", 0.6), 0.5)),
+        lines=(
+            L("a", "Are you doing anything this weekend?"),
+            L("b", "I was thinking about going to the lake, if the weather holds.", 0.5),
+            L("a", "The forecast said rain on Sunday.", 0.4),
+            L("b", "Then Saturday it is. Do you want to come along?", 0.3),
+            L("a", "Maybe. Who else is going?", 0.5),
+            L("b", "Just my brother and his two kids. They want to try fishing.", 0.4),
+            L("a", "I have never caught a single fish in my life.", 0.6),
+            L("b", "Neither have they, so you would fit right in.", 0.3),
+            L("a", "All right, count me in.", 0.4),
+        ),
+        snr_db=20.0,
+    ),
+    ConversationSpec(
+        uri="hard_phone_call",
+        title="A telephone call, close voices, mu-law and 18 dB noise: a broken heater",
+        speakers=(_tts("a", _kokoro("jf_alpha"), 0.55), _tts("b", _kokoro("jf_tebukuro"), 0.5)),
+        lines=(
+            L("a", "Hello?"),
+            L("b", "Hi, it's me. Sorry to call so late.", 0.4),
+            L("a", "No, that's fine. What's going on?", 0.3),
+            L("b", "The heater in the flat stopped working again, and the landlord is not picking up his "
+                   "phone. I have tried him three times since this afternoon.", 0.5),
+            L("a", "Oh no.", 0.2),
+            L("b", "I know. It is freezing in here.", 0.3),
+            L("a", "Do you want to stay at our place tonight? We have the spare room.", 0.4),
+            L("b", "Would that be okay?", -0.3),
+            L("a", "Of course. Just bring a toothbrush.", 0.3),
+            L("b", "Thank you, really. I'll be there in an hour.", 0.4),
+        ),
+        channel="telephone",
+        snr_db=18.0,
+    ),
+    ConversationSpec(
+        uri="hard_noise10",
+        title="Two voices under 10 dB SNR noise: the garden",
+        speakers=(_tts("a", _kokoro("jf_gongitsune"), 0.5), _tts("b", _kokoro("jm_kumo"), 0.55)),
+        lines=(
+            L("a", "Your tomatoes look amazing this year."),
+            L("b", "Thanks. I finally put up a fence, so the rabbits stay out.", 0.5),
+            L("a", "What did you use for the soil?", 0.4),
+            L("b", "Compost from the kitchen, and a little sand, because the ground here is heavy clay.", 0.5),
+            L("a", "I should try that. Mine never get past the size of a marble.", 0.4),
+            L("b", "Give them more sun. That corner of yours is in shade by noon.", 0.3),
+            L("a", "That is true. I never thought about that.", 0.5),
+        ),
+        snr_db=10.0,
+    ),
+    ConversationSpec(
+        uri="hard_fast_short",
+        title="Fast exchange: 0.2 s gaps, short turns (Kokoro, close voices)",
+        speakers=(_tts("a", _kokoro("jf_alpha", "jf_nezumi", 0.3), 0.5), _tts("b", _kokoro("jf_nezumi"), 0.5)),
+        lines=(
+            L("a", "Ready?"),
+            L("b", "Almost.", 0.2),
+            L("a", "Keys?", 0.2),
+            L("b", "Got them.", 0.2),
+            L("a", "Tickets?", 0.2),
+            L("b", "On my phone.", 0.2),
+            L("a", "Passport?", 0.2),
+            L("b", "Oh no, where is it?", 0.2),
+            L("a", "Top drawer, I saw it this morning.", 0.2),
+            L("b", "Found it. Thanks.", 0.2),
+            L("a", "Then let's go, the taxi is waiting.", 0.2),
+            L("b", "Coming!", 0.2),
+        ),
+    ),
+    ConversationSpec(
+        uri="hard_overlap_backchannels",
+        title="Overlaps and backchannels, close voices, 15 dB noise: a road trip",
+        speakers=(_tts("a", _kokoro("jf_tebukuro"), 0.5), _tts("b", _kokoro("jf_gongitsune"), 0.5)),
+        lines=(
+            L("a", "So we drove all the way up the coast, and on the second day the car started making this "
+                   "terrible noise under the hood."),
+            B("b", "mm-hm", 2.5, spoken="mm hm"),
+            B("b", "oh no", 5.2),
+            L("b", "What kind of noise?", -0.4),
+            L("a", "A sort of grinding, every time we turned left. We had to stop in a tiny village.", 0.3),
+            B("b", "right", 2.0),
+            L("b", "And was there a garage?", 0.3),
+            L("a", "One garage, one old mechanic, and he fixed it in twenty minutes.", -0.5),
+            L("b", "That is lucky.", 0.4),
+            L("a", "Very lucky. And he would not even take our money.", -0.3),
+            B("b", "wow", 1.0),
+        ),
+        snr_db=15.0,
+    ),
+    ConversationSpec(
+        uri="hard_panel_four",
+        title="Four-speaker panel, three close female voices and one male, 15 dB noise: libraries",
+        speakers=(_tts("host", _kokoro("jf_alpha"), 0.55), _tts("g1", _kokoro("jf_gongitsune"), 0.5),
+                  _tts("g2", _kokoro("jf_nezumi", "jf_tebukuro", 0.5), 0.5), _tts("g3", _kokoro("jm_kumo"), 0.55)),
+        lines=(
+            L("host", "Welcome, everyone. Today we ask whether public libraries still matter."),
+            L("g1", "They matter more than ever. Where else can you sit for free all day?", 0.5),
+            L("g2", "And use the internet, print a form, or ask someone for help with it.", 0.4),
+            L("g3", "I agree, but the books themselves are used less every year.", 0.6),
+            L("host", "Is that true in your branch?", 0.4),
+            L("g3", "Loans are down a little, but events are full every week.", 0.3),
+            B("g1", "right", 1.0),
+            L("g1", "The children's reading hour has a waiting list now.", 0.3),
+            L("g2", "Ours too, and the language classes.", -0.3),
+            L("host", "So the building is busy, even if the shelves are quiet.", 0.5),
+            L("g3", "Exactly that.", 0.4),
+        ),
+        snr_db=15.0,
+    ),
+    ConversationSpec(
+        uri="hard_espeak_close",
+        title="Two espeak-ng female voices at close pitch, 15 dB noise: the bus",
+        speakers=(_tts("a", "espeak:en+f2:p55:s165", 0.5), _tts("b", "espeak:en+f4:p60:s160", 0.5)),
+        lines=(
+            L("a", "Did you catch the early bus today?"),
+            L("b", "No, I missed it by a minute and had to wait for the next one.", 0.4),
+            L("a", "How long was that?", 0.3),
+            L("b", "Twenty minutes, in the rain, without an umbrella.", 0.4),
+            L("a", "That is the worst way to start a Monday.", 0.5),
+            L("b", "Tell me about it. My shoes are still wet.", 0.3),
+            L("a", "You can borrow my spare pair if you like.", 0.4),
+            L("b", "You are a lifesaver.", 0.3),
+        ),
+        snr_db=15.0,
+    ),
+    ConversationSpec(
+        uri="hard_one_speaker_phone",
+        title="One speaker on a phone line, 18 dB noise: a voicemail",
+        speakers=(_tts("a", _kokoro("jf_tebukuro"), 0.55),),
+        lines=(
+            L("a", "Hi, this is a message for the service desk."),
+            L("a", "I am calling about the order I placed last Tuesday.", 0.8),
+            L("a", "It was supposed to arrive on Friday, but nothing has come yet.", 0.6),
+            L("a", "The order number is four five two, seven seven one.", 0.9),
+            L("a", "Could someone please call me back this afternoon?", 0.7),
+            L("a", "Thank you, bye.", 0.8),
+        ),
+        channel="telephone",
+        snr_db=18.0,
+    ),
+)
+
+
+def hard_test_set(out_dir: str, *, seed: int = 0, workers: int = 2,
+                  uris: Optional[Sequence[str]] = None) -> list[LabelledConversation]:
+    """Nine conversations (about 20-40 s each) that are hard the way real data is: close voices
+    (Kokoro styles and blends, espeak-ng at close pitch), telephone channel, noise at 10-20 dB,
+    fast short turns, overlaps and backchannels, a four-speaker panel, one speaker on a phone line.
+    `uris` picks a subset. Needs the kokoro TTS backend."""
+    specs = [s for s in HARD_SPECS if uris is None or s.uri in uris]
+    return [make_conversation(out_dir, spec, seed, workers=workers) for spec in specs]
+
+
+# --- randomized conversations (a wider sample for calibration and benchmarks) ------------------
+
+_KOKORO_STYLES_F = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro")
+
+
+def _random_kokoro_voice(rng: random.Random) -> str:
+    a = rng.choice(_KOKORO_STYLES_F)
+    if rng.random() < 0.5:
+        return _kokoro(a, speed=round(rng.uniform(0.9, 1.12), 2))
+    b = rng.choice([s for s in (*_KOKORO_STYLES_F, "jm_kumo") if s != a])
+    return _kokoro(a, b, round(rng.uniform(0.2, 0.5), 2), speed=round(rng.uniform(0.9, 1.12), 2))
+
+
+def random_spec(index: int, seed: int = 0, *, speakers: int = 2) -> ConversationSpec:
+    """A conversation from one of the demo's topic scripts (its first 6-10 turns), spoken by
+    `speakers` random Kokoro voices (female styles, half of them blended with another style,
+    speeds 0.9-1.12; a single speaker reads every line), with random gaps (0.1-0.9 s, a third of the
+    long lines overlapped by 0.2-0.6 s), a random channel (wide or telephone) and noise (none, or
+    10-25 dB SNR)."""
+    from stages.sources.demo import TOPICS, parse_script, spoken_text, transcript_text
+
+    rng = random.Random(f"random-conversation:{seed}:{index}:{speakers}")
+    topic = TOPICS[index % len(TOPICS)]
+    script = parse_script(topic[2], {"x": "alex", "y": "sam"})
+    start = rng.randrange(0, max(1, len(script) - 6))
+    turns = script[start: start + rng.randint(6, 10)]
+    voices: list[str] = []
+    while len(voices) < speakers:
+        v = _random_kokoro_voice(rng)
+        if v.split(":s")[0] not in [x.split(":s")[0] for x in voices]:
+            voices.append(v)
+    labels = [f"s{i}" for i in range(speakers)]
+    lines = []
+    for n, turn in enumerate(turns):
+        who = labels[0] if speakers == 1 else labels[n % 2] if speakers == 2 else rng.choice(
+            [x for x in labels if not lines or x != lines[-1].speaker])
+        text = " ".join(turn.utterances)
+        # Overlap only a long line that did not itself start in overlap: nobody talks over themselves.
+        can_overlap = n and speakers > 1 and len(lines[-1].text.split()) >= 8 and lines[-1].gap_s >= 0
+        gap = -rng.uniform(0.2, 0.6) if can_overlap and rng.random() < 0.3 else rng.uniform(0.1, 0.9)
+        lines.append(L(who, transcript_text(text), round(gap, 2), spoken=spoken_text(text)))
+    channel = rng.choice(("wide", "telephone"))
+    snr = rng.choice((None, 10.0, 15.0, 20.0, 25.0))
+    return ConversationSpec(
+        uri=f"random_{speakers}spk_{index:03d}",
+        title=f"Random {speakers}-speaker conversation {index}: {topic[1]} ({channel}, SNR {snr})",
+        speakers=tuple(_tts(lbl, v, round(rng.uniform(0.4, 0.6), 2)) for lbl, v in zip(labels, voices)),
+        lines=tuple(lines), channel=channel, snr_db=snr,
+    )
+
+
+def random_test_set(out_dir: str, *, count: int = 12, single: int = 4, seed: int = 0,
+                    workers: int = 2) -> list[LabelledConversation]:
+    """`count` two-speaker and `single` one-speaker random conversations (see `random_spec`)."""
+    specs = [random_spec(i, seed, speakers=2) for i in range(count)]
+    specs += [random_spec(i, seed, speakers=1) for i in range(single)]
+    return [make_conversation(out_dir, spec, seed, workers=workers) for spec in specs]
