@@ -4,7 +4,7 @@ and peak memory per hour of audio, today's backend and the previous one side by 
     .venv/bin/python -m benchmarks.bench_diarization [--sets easy,hard] [--hour] [--asr-words]
                      [--end-to-end] [--baseline 76b6cd5] [--work DIR] [--json FILE]
 
-Setup (not timed): the labelled conversations of stages/sources/synth_conversations.py (easy:
+Setup (not timed): the labelled conversations of stages/sources/demo/conversations.py (easy:
 four espeak-ng conversations; hard: nine with Kokoro and close espeak voices, telephone channel,
 noise, fast short turns, overlaps, a four-speaker panel, one speaker on a phone line), cached in
 --work. `--hour` also builds an hour-long episode: the hard two-speaker conversations repeated
@@ -48,7 +48,7 @@ SR = 16000
 
 def load_baseline(commit: str):
     """The offline diarizer module as it was at `commit`, imported under another name."""
-    src = subprocess.run(["git", "-C", REPO, "show", f"{commit}:stages/diarize_offline.py"],
+    src = subprocess.run(["git", "-C", REPO, "show", f"{commit}:stages/analysis/diarize/offline.py"],
                          check=True, capture_output=True, text=True).stdout
     path = os.path.join(tempfile.mkdtemp(prefix="bench-diar-"), "baseline_diarize_offline.py")
     with open(path, "w") as f:
@@ -60,7 +60,7 @@ def load_baseline(commit: str):
 
 
 def conversations(sets: list[str], work: str) -> list[tuple[str, Any]]:
-    from stages.sources.synth_conversations import hard_test_set, standard_test_set
+    from stages.sources.demo.conversations import hard_test_set, standard_test_set
 
     out = []
     if "easy" in sets:
@@ -128,9 +128,9 @@ def run_sets(args, base_mod) -> list[dict[str, Any]]:
     import soundfile as sf
 
     from stages.config import DiarizeConfig, VadConfig
-    from stages.diarize import DiarizeHints
-    from stages.diarize_offline import OfflineDiarizer
-    from stages.vad import SileroVAD
+    from stages.analysis.diarize.base import DiarizeHints
+    from stages.analysis.diarize.offline import OfflineDiarizer
+    from stages.analysis.vad import SileroVAD
 
     cfg = DiarizeConfig(backend="offline", device="cpu")
     ours = OfflineDiarizer(cfg)
@@ -138,7 +138,7 @@ def run_sets(args, base_mod) -> list[dict[str, Any]]:
     vad = SileroVAD(VadConfig())
     asr = None
     if args.asr_words:
-        from stages.asr import WhisperASR
+        from stages.analysis.asr import WhisperASR
         from stages.config import AsrConfig
 
         asr = WhisperASR(AsrConfig(device="cpu"))
@@ -198,7 +198,7 @@ import json, re, sys, time
 import numpy as np
 sys.path.insert(0, {repo!r})
 from stages.config import DiarizeConfig, VadConfig
-from stages.vad import SileroVAD
+from stages.analysis.vad import SileroVAD
 # As a build gives it: the analysis view memory-mapped, not decoded into memory.
 audio, sr = np.memmap({raw!r}, dtype=np.float32, mode="r"), 16000
 speech = SileroVAD(VadConfig())(audio, sr)
@@ -206,7 +206,7 @@ if {baseline!r}:
     from benchmarks.bench_diarization import load_baseline
     mod = load_baseline({baseline!r})
 else:
-    import stages.diarize_offline as mod
+    import stages.analysis.diarize.offline as mod
 d = mod.OfflineDiarizer(DiarizeConfig(backend="offline", device="cpu"))
 t0 = time.perf_counter()
 turns = d(audio[None, :], sr, speech)

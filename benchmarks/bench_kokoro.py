@@ -1,4 +1,4 @@
-"""Kokoro-82M voices (`stages.tts_kokoro`): how far apart resemblyzer puts its five styles, how
+"""Kokoro-82M voices (`stages.synth.tts.kokoro`): how far apart resemblyzer puts its five styles, how
 far one style's utterances are from each other, where blends fall, what Whisper base reads back
 of its English, and its realtime factor on this machine.
 
@@ -49,16 +49,16 @@ def main(argv=None) -> None:
 
     import jiwer
 
-    from stages.asr import WhisperASR
+    from stages.analysis.asr import WhisperASR
     from stages.config import AsrConfig
     from stages.metrics import normalize_text
-    from stages.tts import TtsConfig
-    from stages.tts_kokoro import STYLE_NAMES, KokoroTts
-    from stages.vad import SpeechSegment
+    from stages.synth.tts.base import TtsConfig
+    from stages.synth.tts.kokoro import STYLE_NAMES, KokoroTts
+    from stages.analysis.vad import SpeechSegment
     try:
-        from stages.diarize_offline import SpeakerEncoder
+        from stages.analysis.diarize.offline import SpeakerEncoder
     except ImportError:
-        from stages.speaker_encoder import SpeakerEncoder
+        from stages.analysis.speaker_encoder import SpeakerEncoder
 
     tts = KokoroTts(TtsConfig(backend="kokoro"), threads=args.threads)
     tts.load()

@@ -3,7 +3,7 @@ write without this project, on the same files, side by side.
 
     .venv/bin/python -m benchmarks.bench_podcasts [--minutes 6] [--runs 1] [--skip-ray] [--also-beam1] [--out DIR]
 
-Setup (not timed): labelled espeak-ng conversations from stages.sources.synth_conversations (the
+Setup (not timed): labelled espeak-ng conversations from stages.sources.demo.conversations (the
 standard test set, 4 files, 115 s, plus two-speaker conversations made from the demo's topic
 scripts until --minutes of audio), mono 16 kHz WAVs copied into one folder.
 
@@ -54,8 +54,8 @@ VOICE_PAIRS = (("linda", "dave"), ("susan", "tom"), ("karen", "mike"), ("maria",
 
 def topic_spec(index: int):
     """A two-speaker podcast-style conversation from one of the demo's topic scripts."""
-    from stages.sources.demo import TOPICS, parse_script, spoken_text, transcript_text
-    from stages.sources.synth_conversations import ConversationSpec, LineSpec, SpeakerSpec, voice
+    from stages.sources.demo.fisher_calls import TOPICS, parse_script, spoken_text, transcript_text
+    from stages.sources.demo.conversations import ConversationSpec, LineSpec, SpeakerSpec, voice
 
     topic_id, title, script = TOPICS[index % len(TOPICS)]
     host, guest = VOICE_PAIRS[index % len(VOICE_PAIRS)]
@@ -75,7 +75,7 @@ def topic_spec(index: int):
 
 def make_conversations(root: str, minutes: float) -> list[Any]:
     """The standard test set, then topic conversations until `minutes` of audio."""
-    from stages.sources.synth_conversations import make_conversation, standard_test_set
+    from stages.sources.demo.conversations import make_conversation, standard_test_set
 
     convs = list(standard_test_set(root))
     index = 0
@@ -94,10 +94,11 @@ def sequential_child(list_path: str, result_path: str, beam_size: Optional[int] 
     t0 = time.perf_counter()
     from faster_whisper import WhisperModel
 
-    from stages.audio import decode_file
+    from stages.audio.load import decode_file
     from stages.config import DiarizeConfig
-    from stages.diarize import make_diarizer, mono_16k
-    from stages.whisper_model import resolve_whisper_model
+    from stages.analysis.diarize import make_diarizer
+    from stages.analysis.diarize.base import mono_16k
+    from stages.analysis.whisper_model import resolve_whisper_model
 
     t1 = time.perf_counter()
     model = WhisperModel(resolve_whisper_model("whisper-base"), device="cpu", compute_type="int8")
@@ -170,12 +171,12 @@ class _Timers:
 STAGE_TIMERS = (  # (module, owner, attribute, name); all run inside "per recording" or "shards"
     ("pipelines.process", None, "RecordingProcessor.__call__", "per recording, all of it"),
     ("pipelines.process", None, "standardize_file", "  standardize (ffmpeg x2: loudness, FLAC + 16 kHz)"),
-    ("stages.analyze", "ConversationAnalyzer", "__init__", "  load models (Whisper, Silero, encoder)"),
-    ("stages.vad", "SileroVAD", "__call__", "  VAD (Silero)"),
-    ("stages.diarize_offline", "OfflineDiarizer", "__call__", "  diarize (offline)"),
-    ("stages.asr", "WhisperASR", "language_probs", "  ASR: language ID"),
-    ("stages.asr", "WhisperASR", "_decode", "  ASR: batched decode"),
-    ("stages.align", None, "align_words", "  align words to speakers"),
+    ("stages.analysis.analyzer", "ConversationAnalyzer", "__init__", "  load models (Whisper, Silero, encoder)"),
+    ("stages.analysis.vad", "SileroVAD", "__call__", "  VAD (Silero)"),
+    ("stages.analysis.diarize.offline", "OfflineDiarizer", "__call__", "  diarize (offline)"),
+    ("stages.analysis.asr", "WhisperASR", "language_probs", "  ASR: language ID"),
+    ("stages.analysis.asr", "WhisperASR", "_decode", "  ASR: batched decode"),
+    ("stages.analysis.align", None, "align_words", "  align words to speakers"),
     ("pipelines.process", "RecordingProcessor", "_segment", "  turns, pairs, samples planned"),
     ("pipelines.process", None, "ShardProcessor.__call__", "shards (cut, FLAC, tar)"),
 )

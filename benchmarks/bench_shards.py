@@ -10,7 +10,7 @@ pipelines.process reads. Timed per run, in one process and interleaved:
   segment step), plan pair shards (pipelines.assemble.plan_shard_jobs), then run
   pipelines.process.ShardProcessor on each shard job (load cache, read FLAC once per
   recording, cut and FLAC-encode each pair sample, stream the tar, fsync);
-- ours, tar step alone: stages.shard.write_tar_shard over the same samples held in memory;
+- ours, tar step alone: stages.corpus.shards.write_tar_shard over the same samples held in memory;
 - tar: `tar cf out.tar -C dir .` over the exact member files ours wrote, then fsync.
 """
 from __future__ import annotations
@@ -38,11 +38,11 @@ from catalog.schema import Conversation, Recording, Speaker, Utterance, to_dict
 from catalog.store import Store
 from pipelines.assemble import PartTables, plan_shard_jobs
 from pipelines.process import ShardProcessor, conversation_rel, segments_rel
-from stages.audio import encode_flac
+from stages.audio.decode import encode_flac
 from stages.config import PipelineConfig, ShardConfig
-from stages.samples import pair_audio_seconds, plan_codec_chunks, plan_windows
-from stages.segment import segment
-from stages.shard import write_tar_shard
+from stages.corpus.samples import pair_audio_seconds, plan_codec_chunks, plan_windows
+from stages.corpus.segment import segment
+from stages.corpus.shards import write_tar_shard
 
 SR = 24000
 SOURCE = "bench"

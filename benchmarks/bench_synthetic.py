@@ -3,7 +3,7 @@ round trip; how many dialogues a minute, and which LLM and TTS parallelism gives
 
     .venv/bin/python -m benchmarks.bench_synthetic [--dialogues 1] [--runs 1] [--langs hi,te,en] [--out DIR]
 
-Setup (not timed): three llama.cpp servers (`stages.llm_server`, the packaged Gemma 3 270M Q4_K_M
+Setup (not timed): three llama.cpp servers (`stages.synth.llm_server`, the packaged Gemma 3 270M Q4_K_M
 GGUF, 2048-token context) on 127.0.0.1: one with 2 threads, two with 1 thread each; each answers
 one 1-token completion of every language's few-shot prompt first (warm-up).
 
@@ -13,7 +13,7 @@ Timed, per run (the same seeded requests for every variant of a run; run k uses 
   temperature 0.8, 6 samples per turn, 4 attempts), `--dialogues` per language, under each
   LLM variant of `LLM_VARIANTS` (servers x threads, requests in flight). The first is the
   baseline. Tokens are the servers' own usage counts.
-- **TTS** (`stages.tts` espeak-ng backend, two voices per language): every turn of the scripts the
+- **TTS** (`stages.synth.tts.base` espeak-ng backend, two voices per language): every turn of the scripts the
   baseline accepted, with 1, 2 and 3 worker threads (espeak-ng runs as a subprocess, so threads
   run it in parallel). RTF = synthesis seconds / audio seconds, per language from the 1-worker pass.
 - **End to end** (`SyntheticSource.discover` into a fresh directory: scripts, TTS, Whisper
@@ -55,7 +55,7 @@ E2E_VARIANTS = (LLM_VARIANTS[0], LLM_VARIANTS[3])  # end to end: the baseline, a
 
 
 def start_servers() -> dict[str, list[Any]]:
-    from stages.llm_server import start_llama_server
+    from stages.synth.llm_server import start_llama_server
 
     two = start_llama_server(n_threads=2)
     ones = [start_llama_server(n_threads=1) for _ in range(2)]
@@ -64,8 +64,8 @@ def start_servers() -> dict[str, list[Any]]:
 
 def warm_up(servers: list[Any], langs: list[str]) -> None:
     """One short completion per server and language (a fresh server's first requests were slow)."""
-    from stages.dialogue_scripts import build_prompt
-    from stages.llm import LlmClient, LlmConfig
+    from stages.synth.scripts import build_prompt
+    from stages.synth.llm import LlmClient, LlmConfig
 
     prompts = [build_prompt(r) for r in requests_for(langs, 1, seed=10_000)]
     for s in servers:
@@ -75,7 +75,7 @@ def warm_up(servers: list[Any], langs: list[str]) -> None:
 
 
 def requests_for(langs: list[str], dialogues: int, seed: int) -> list[Any]:
-    from stages.sources.demo_source import DemoConfig, demo_synthetic_config
+    from stages.sources.demo.source import DemoConfig, demo_synthetic_config
     from stages.sources.synthetic import plan_requests
 
     cfg = demo_synthetic_config(DemoConfig(seed=seed, synthetic_languages=langs, synthetic_dialogues=dialogues), "/unused")
@@ -83,16 +83,16 @@ def requests_for(langs: list[str], dialogues: int, seed: int) -> list[Any]:
 
 
 def llm_config(urls: list[str], in_flight: int) -> Any:
-    from stages.sources.demo_source import DemoConfig, demo_synthetic_config
+    from stages.sources.demo.source import DemoConfig, demo_synthetic_config
 
     base = demo_synthetic_config(DemoConfig(), "/unused").llm
     return base.model_copy(update={"base_urls": urls, "max_concurrency": in_flight, "timeout_s": 600.0})
 
 
 def run_llm(urls: list[str], in_flight: int, requests: list[Any]) -> dict[str, Any]:
-    from stages.dialogue_scripts import generate_scripts, reason_counts
-    from stages.llm import LlmClient
-    from stages.sources.demo_source import DemoConfig, demo_synthetic_config
+    from stages.synth.scripts import generate_scripts, reason_counts
+    from stages.synth.llm import LlmClient
+    from stages.sources.demo.source import DemoConfig, demo_synthetic_config
 
     script_cfg = demo_synthetic_config(DemoConfig(), "/unused").script
     client = LlmClient(llm_config(urls, in_flight))
@@ -121,7 +121,8 @@ def run_llm(urls: list[str], in_flight: int, requests: list[Any]) -> dict[str, A
 
 
 def run_tts(scripts: list[dict[str, Any]], workers: int) -> dict[str, Any]:
-    from stages.tts import TtsConfig, assign_voices, make_tts
+    from stages.synth.tts.base import TtsConfig, assign_voices
+    from stages.synth.tts import make_tts
 
     backend = make_tts(TtsConfig())
     jobs = []
@@ -166,7 +167,7 @@ class _Timer:
 
 
 def run_e2e(urls: list[str], in_flight: int, langs: list[str], dialogues: int, seed: int, out_dir: str) -> dict[str, Any]:
-    from stages.sources.demo_source import DemoConfig, demo_synthetic_config
+    from stages.sources.demo.source import DemoConfig, demo_synthetic_config
     from stages.sources.synthetic import SyntheticSource
 
     cfg = demo_synthetic_config(DemoConfig(seed=seed, synthetic_languages=langs, synthetic_dialogues=dialogues), out_dir)

@@ -32,8 +32,8 @@ from model.codec_losses import (discriminator_hinge_loss, feature_matching_loss,
                                 multiscale_mel_stft_loss)
 from model.discriminator import MultiScaleSTFTDiscriminator
 from model.s2s import S2S_PRESETS, S2SModel
-from stages.audio import encode_flac
-from stages.shard import write_index, write_tar_shard
+from stages.audio.decode import encode_flac
+from stages.corpus.shards import write_index, write_tar_shard
 from train.common import autocast
 from train.data import LoaderConfig, codec_loader, token_loader
 

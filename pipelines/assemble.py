@@ -22,8 +22,8 @@ from catalog.schema import (
 from catalog.store import Store
 from pipelines.process import ShardJob, load_result
 from stages.config import PipelineConfig
-from stages.samples import estimate_sample_bytes
-from stages.shard import plan_shards, shard_name
+from stages.corpus.samples import estimate_sample_bytes
+from stages.corpus.shards import plan_shards, shard_name
 from stages.sources.base import RecordingTask
 
 

@@ -13,13 +13,13 @@ from catalog.lock import BuildLockedError
 from pipelines.config import ConfigError, load_build_config
 from pipelines.report import Reporter
 from pipelines.run import run_build
-from stages.sources import RECIPES
+from stages.sources import SOURCES
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m pipelines.build", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", choices=sorted(RECIPES), help="source recipe (or 'source:' in the manifest)")
+    p.add_argument("--source", choices=sorted(SOURCES), help="source recipe (or 'source:' in the manifest)")
     p.add_argument("--manifest", help="YAML manifest (see manifests/); flags override it")
     p.add_argument("--input", action="append", default=[], help="source audio directory (repeatable)")
     p.add_argument("--transcripts", action="append", default=[], help="transcript directory (repeatable; default: search --input)")

@@ -10,8 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stages.config import PipelineConfig
-from stages.fetch import redact_url
-from stages.sources import RECIPES, source_config_class
+from stages.sources.fetch import redact_url
+from stages.sources import SOURCES, source_config_class
 
 
 class EngineConfig(BaseModel):
@@ -104,8 +104,8 @@ def load_build_config(
     name = source or tree.get("source")
     if not name:
         raise ConfigError("no source: give --source or 'source:' in the manifest")
-    if name not in RECIPES:
-        raise ConfigError(f"unknown source {name!r}; known: {', '.join(sorted(RECIPES))}")
+    if name not in SOURCES:
+        raise ConfigError(f"unknown source {name!r}; known: {', '.join(sorted(SOURCES))}")
     options = dict(tree.get(name) or tree.get("source_options") or {})
     options.update({k: v for k, v in (source_options or {}).items() if v not in (None, [], "")})
     pipeline = dict(tree.get("pipeline") or {})

@@ -43,7 +43,7 @@ from stages.metrics import (
     StmEntry, annotation_from_segments, diarization_metrics, jaccard_error_rate, read_rttm, read_stm, turn_metrics,
     wer_cer,
 )
-from stages.segment import build_turns
+from stages.corpus.segment import build_turns
 
 
 class EvaluationError(Exception):

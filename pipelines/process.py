@@ -30,14 +30,15 @@ from catalog.schema import (
     to_json,
 )
 from catalog.store import Store
-from stages.audio import read_audio_range, read_flac
+from stages.audio.decode import read_audio_range, read_flac
 from stages.config import PipelineConfig, ShardConfig
-from stages.samples import codec_sample, pair_sample, plan_codec_chunks, plan_windows, window_sample
-from stages.segment import segment
-from stages.shard import write_tar_shard
-from stages.sources.base import RecordingTask, RejectError
-from stages.standardize import standardize
-from stages.standardize_stream import open_analysis_audio, standardize_file
+from stages.corpus.samples import codec_sample, pair_sample, plan_codec_chunks, plan_windows, window_sample
+from stages.corpus.segment import segment
+from stages.corpus.shards import write_tar_shard
+from stages.sources.base import RecordingTask
+from stages.errors import RejectError
+from stages.audio.standardize import standardize
+from stages.audio.standardize_stream import open_analysis_audio, standardize_file
 
 # Recordings up to this long are read whole for cutting samples; longer ones span by span.
 WHOLE_READ_MAX_S = 1800.0
@@ -207,7 +208,7 @@ class RecordingProcessor:
 
     def _analyzer(self) -> Any:
         if self.analyzer is None:
-            from stages.analyze import ConversationAnalyzer  # loads models: only when needed
+            from stages.analysis.analyzer import ConversationAnalyzer  # loads models: only when needed
 
             self.analyzer = ConversationAnalyzer(self.cfg.analyze)
         return self.analyzer

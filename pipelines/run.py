@@ -22,7 +22,7 @@ from pipelines.engine import Engine, make_engine
 from pipelines.plan import plan_build
 from pipelines.process import RecordingProcessor, ShardProcessor
 from pipelines.report import Reporter
-from stages.shard import write_index
+from stages.corpus.shards import write_index
 from stages.sources import make_source
 
 PACKAGE_VERSION = "0.1.0"

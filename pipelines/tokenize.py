@@ -19,8 +19,8 @@ from catalog.store import Store
 from catalog.versions import current
 from pipelines.config import EngineConfig
 from pipelines.engine import make_engine
-from stages.shard import read_index, write_index
-from stages.tokenize import ShardTokenizer, codec_id
+from stages.corpus.shards import read_index, write_index
+from stages.corpus.tokens import ShardTokenizer, codec_id
 
 
 def resolve_codec_file(path: str) -> str:

@@ -84,6 +84,7 @@ class VadConfig(StageConfig):
 
 
 class AsrConfig(StageConfig):
+    backend: Literal["faster-whisper"] = "faster-whisper"
     model: str = Field(
         "whisper-base",
         description="a CTranslate2 Whisper directory, a hub id (needs network), or 'whisper-base' "
@@ -99,7 +100,7 @@ class AsrConfig(StageConfig):
 
 
 class OfflineDiarizeConfig(StageConfig):
-    """The offline backend's method (stages/diarize_offline.py); defaults chosen on the labelled
+    """The offline backend's method (stages/analysis/diarize/offline.py); defaults chosen on the labelled
     easy and hard test sets (README, "Diarization")."""
 
     window_s: float = Field(1.5, ge=0.5, le=4.0, description="speaker-embedding window")
@@ -169,3 +170,15 @@ class PipelineConfig(StageConfig):
     analyze: AnalyzeConfig = AnalyzeConfig()
     segment: SegmentConfig = SegmentConfig()
     shard: ShardConfig = ShardConfig()
+
+
+def resolve_device(device: str) -> str:
+    """"auto" → "cuda" when torch sees a GPU, else "cpu"."""
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"

@@ -68,7 +68,7 @@ def s3_bucket(s3_endpoint):
 @pytest.fixture(scope="session")
 def demo_sample(tmp_path_factory):
     """Three synthesized Fisher-layout calls, made once per test session."""
-    from stages.sources.demo import generate_demo_fisher
+    from stages.sources.demo.fisher_calls import generate_demo_fisher
 
     root = tmp_path_factory.mktemp("demo-sample")
     return generate_demo_fisher(str(root), num_calls=3, seed=7)

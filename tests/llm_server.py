@@ -1,7 +1,7 @@
 """LLM servers for tests, both on 127.0.0.1.
 
 - `llm_server`: the real llama-cpp-python OpenAI-compatible server with the Gemma 3 270M GGUF
-  (stages/llm_server.py starts it). Started once per test process: the fixture is
+  (stages/synth/llm_server.py starts it). Started once per test process: the fixture is
   session-scoped and backed by a process-wide singleton, so every test module that imports it
   shares one server; stopped at exit (and with its parent, should pytest be killed).
 - `FakeLlm`: a tiny stdlib HTTP server mimicking /v1/completions and /v1/chat/completions with
@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from stages.llm_server import DEFAULT_ALIAS, LlamaServer, free_port, start_llama_server
+from stages.synth.llm_server import DEFAULT_ALIAS, LlamaServer, free_port, start_llama_server
 
 MODEL_NAME = DEFAULT_ALIAS
 __all__ = ["Answer", "FakeLlm", "free_port", "llm_server", "shared_llm_server", "MODEL_NAME"]

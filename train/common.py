@@ -10,8 +10,8 @@ import torch
 
 from catalog.store import Store
 from catalog.views import connect
-from stages.shard import read_index
-from stages.tokenize import tokens_shard_path
+from stages.corpus.shards import read_index
+from stages.corpus.tokens import tokens_shard_path
 from train.config import DataConfig
 
 

@@ -26,7 +26,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from stages.audio import resample
+from stages.audio.decode import resample
 from train.shards import (
     CorruptSample,
     DataState,

@@ -15,8 +15,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from stages.audio import decode_file, resample
-from stages.sources.base import RejectError
+from stages.audio.decode import resample
+from stages.audio.load import decode_file
+from stages.errors import RejectError
 
 
 def _codes(codec, path: str, device: torch.device) -> torch.Tensor:

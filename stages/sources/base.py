@@ -14,15 +14,6 @@ from catalog.schema import Reject
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
 
 
-class RejectError(Exception):
-    """Raised by a stage for input it cannot handle; becomes a Reject, never a crash."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
 @dataclass(frozen=True)
 class RecordingTask:
     """One conversation to ingest, as discovery found it. Picklable, small, Ray-friendly."""
@@ -35,7 +26,7 @@ class RecordingTask:
     license: str
     # Extra per-recording facts from the source's metadata tables (speaker genders, topic, ...).
     metadata: dict[str, Any] = field(default_factory=dict)
-    # No transcript: speakers and words come from VAD, diarization and ASR (stages/analyze.py).
+    # No transcript: speakers and words come from VAD, diarization and ASR (stages/analysis/analyzer.py).
     needs_analysis: bool = False
 
     @property

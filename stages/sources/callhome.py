@@ -4,7 +4,7 @@ Layout (found recursively):
     data/{train,devtest,evltest}/en_NNNN.sph        two channels, 8 kHz, usually shorten-packed
     transcrpt/{train,devtest,evaltest}/en_NNNN.txt  `start end A: text`; NNNN.txt also accepted
 The LDC spells the audio split "evltest"; it is reported as "evaltest". Long turns wrap onto
-untimed lines, which continue the utterance above them. Markup: see stages/text.py.
+untimed lines, which continue the utterance above them. Markup: see stages/sources/ldc_text.py.
 """
 from __future__ import annotations
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Mapping, Optional, Sequence
 
 from catalog.schema import Recording, Reject, Speaker, Utterance
-from stages.audio import DecodedAudio
-from stages.sources.base import Discovery, RecordingTask, RejectError
-from stages.sphere import decode_sphere
-from stages.text import normalize_ldc_text
+from stages.audio.decode import DecodedAudio
+from stages.sources.base import Discovery, RecordingTask
+from stages.errors import RejectError
+from stages.audio.sphere import decode_sphere
+from stages.sources.ldc_text import normalize_ldc_text
 
 TRANSCRIPT_STAGE = "transcript"
 DISCOVER_STAGE = "discover"

@@ -20,7 +20,8 @@ from typing import Optional
 
 from pydantic import Field, field_validator
 
-from stages.audio import DecodedAudio, decode_file
+from stages.audio.decode import DecodedAudio
+from stages.audio.load import decode_file
 from stages.config import StageConfig
 from stages.sources.base import Discovery, RecordingTask
 from stages.sources.ldc import walk_files
@@ -102,6 +103,6 @@ class LocalSource:
     def read_audio(self, task: RecordingTask) -> DecodedAudio:
         return decode_file(task.audio_path)
 
-    # No read_transcript: tasks are `needs_analysis`; the analysis stage (stages/analyze.py)
+    # No read_transcript: tasks are `needs_analysis`; the analysis stage (stages/analysis/analyzer.py)
     # produces their speakers and words.
 

@@ -26,10 +26,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import Field, field_validator, model_validator
 
 from catalog.schema import Reject, Speaker, Utterance
-from stages.audio import DecodedAudio, decode_file, sha256_file
+from stages.audio.decode import DecodedAudio, sha256_file
+from stages.audio.load import decode_file
 from stages.config import StageConfig
-from stages.feeds import Episode, parse_feed, select_episodes
-from stages.fetch import (
+from stages.sources.feeds import Episode, parse_feed, select_episodes
+from stages.sources.fetch import (
     FetchConfig,
     Fetcher,
     audio_extension,
@@ -39,7 +40,8 @@ from stages.fetch import (
     redact_url,
     url_hash,
 )
-from stages.sources.base import Discovery, RecordingTask, RejectError
+from stages.sources.base import Discovery, RecordingTask
+from stages.errors import RejectError
 
 SOURCE = "podcasts"
 DISCOVER_STAGE = "discover"  # feed-level rejects
@@ -342,4 +344,4 @@ class PodcastsSource:
         assign_roles(task.metadata.get("role_hint"), speakers, utterances)
 
     # No read_transcript: tasks are `needs_analysis`, so their speakers and words come from the
-    # analysis stage (stages/analyze.py) and never from a transcript file.
+    # analysis stage (stages/analysis/analyzer.py) and never from a transcript file.

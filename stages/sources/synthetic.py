@@ -2,11 +2,11 @@
 code-mixed Hinglish, assembled on a timeline with human-like gaps, overlaps and backchannels.
 
 Discovery does the generation, in the build's main process: requests (seeded combinations of
-the manifest's topics, personas and styles) → scripts (stages/dialogue_scripts.py; validation
-rejects become discovery rejects) → one voice per speaker (stages/tts.py) → TTS per turn →
+the manifest's topics, personas and styles) → scripts (stages/synth/scripts.py; validation
+rejects become discovery rejects) → one voice per speaker (stages/synth/tts/base.py) → TTS per turn →
 round trip (Whisper transcribes each turn; its CER against the script is recorded, and a
 dialogue with a turn above `roundtrip_cer_max` for its language is rejected `tts_roundtrip_cer`)
-→ timeline (stages/timeline.py; gaps measured on the corpus's real conversations when
+→ timeline (stages/synth/timeline.py; gaps measured on the corpus's real conversations when
 `gap_stats_from` names a corpus with enough of them) → `<output_dir>/<dialogue id>.wav` (USER on
 channel 0, AI on 1), `.mono.wav` and `.json` (script, voices, timeline, CERs, request
 fingerprint; written last, so its presence means the dialogue is complete). A dialogue whose
@@ -33,17 +33,19 @@ import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from catalog.schema import Recording, Reject, Speaker, Utterance
-from stages.audio import DecodedAudio, decode_file, resample
+from stages.audio.decode import DecodedAudio, resample
+from stages.audio.load import decode_file
 from stages.config import AsrConfig, StageConfig
-from stages.dialogue_scripts import DialogueRequest, ScriptConfig, generate_scripts
-from stages.llm import LlmConfig
-from stages.llm_server import LlamaServerConfig
+from stages.synth.scripts import DialogueRequest, ScriptConfig, generate_scripts
+from stages.synth.llm import LlmConfig
+from stages.synth.llm_server import LlamaServerConfig
 from stages.metrics import normalize_text, wer_cer
-from stages.sources.base import Discovery, RecordingTask, RejectError
+from stages.sources.base import Discovery, RecordingTask
+from stages.errors import RejectError
 from stages.sources.ldc import Transcript
-from stages.timeline import assemble
-from stages.tts import TtsConfig
-from stages.turn_stats import DEFAULT, GapDistribution
+from stages.synth.timeline import assemble
+from stages.synth.tts.base import TtsConfig
+from stages.synth.turn_stats import DEFAULT, GapDistribution
 
 SOURCE = "synthetic"
 SYNTH_VERSION = 1  # bump when generation changes what it writes: dialogues are made again
@@ -61,7 +63,7 @@ BACKCHANNELS = {
     "hinglish": ("haan", "accha", "okay"),
 }
 # Measured with espeak-ng and Whisper base on correctly synthesized sentences (see
-# tests/test_sources_synthetic.py and the README): English CER 0-0.04 (a check at 0.5 catches
+# tests/sources/test_synthetic.py and the README): English CER 0-0.04 (a check at 0.5 catches
 # wrong or broken speech); romanized Hinglish 0.3-0.7; Hindi 0.83-0.98 and Telugu 0.9-1.7 —
 # Whisper base cannot read espeak's Hindi and Telugu, so those are recorded, not checked, unless
 # a stronger `asr.model` and a threshold are configured.
@@ -245,12 +247,12 @@ class SyntheticSource:
         """Scripts from the configured server, or from a llama.cpp server started for them
         (`serve`), stopped before any TTS runs. A server that cannot start rejects every request
         `llm_unavailable`, with why."""
-        from stages.llm import LlmClient
+        from stages.synth.llm import LlmClient
 
         cfg = self.config
         if cfg.serve is None:
             return generate_scripts(LlmClient(cfg.llm), requests, cfg=cfg.script, seen=seen)
-        from stages.llm_server import LlmServerError, start_configured
+        from stages.synth.llm_server import LlmServerError, start_configured
 
         try:
             server = start_configured(cfg.serve, cfg.llm.model)
@@ -276,14 +278,14 @@ class SyntheticSource:
 
     def _backend(self) -> Any:
         if self._tts is None:
-            from stages.tts import make_tts
+            from stages.synth.tts import make_tts
 
             self._tts = make_tts(self.config.tts)
         return self._tts
 
     def _whisper(self) -> Any:
         if self._asr is None:
-            from stages.asr import WhisperASR
+            from stages.analysis.asr import WhisperASR
 
             self._asr = WhisperASR(self.config.asr)
         return self._asr
@@ -294,7 +296,7 @@ class SyntheticSource:
 
     def _render(self, p: Planned, script: Any) -> dict:
         """TTS, round trip, timeline, files. RejectError (tts_*) rejects the whole dialogue."""
-        from stages.tts import assign_voices
+        from stages.synth.tts.base import assign_voices
 
         cfg, backend, lang = self.config, self._backend(), p.request.lang
         voices = assign_voices(self._tts_lang(lang), len(ROLES), p.request.seed, backend)
@@ -343,7 +345,7 @@ class SyntheticSource:
         return doc
 
     def _roundtrip(self, turns: list, sr: int, lang: str) -> list[Optional[float]]:
-        from stages.vad import SpeechSegment
+        from stages.analysis.vad import SpeechSegment
 
         asr, out = self._whisper(), []
         for _, audio, text in turns:
@@ -447,7 +449,7 @@ class SyntheticSource:
 
 
 def _measured_gaps(out: str) -> Optional[GapDistribution]:
-    from stages.turn_stats import from_catalog
+    from stages.synth.turn_stats import from_catalog
 
     try:
         return from_catalog(out)
