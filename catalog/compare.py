@@ -50,8 +50,9 @@ def compare(a: str, b: str, limit: int = 5) -> list[str]:
     for table in ta:
         ra, rb = ta[table], tb.get(table, [])
         if ra != rb:
-            only_a = [r for r in ra if r not in set(rb)][:limit]
-            only_b = [r for r in rb if r not in set(ra)][:limit]
+            sa_, sb_ = set(map(repr, ra)), set(map(repr, rb))
+            only_a = [r for r in ra if repr(r) not in sb_][:limit]
+            only_b = [r for r in rb if repr(r) not in sa_][:limit]
             problems.append(f"{table}: {len(ra)} vs {len(rb)} rows; only in A: {only_a}; only in B: {only_b}")
     sa, sb = shard_list(a), shard_list(b)
     if sa != sb:

@@ -84,7 +84,6 @@ class VadConfig(StageConfig):
 
 
 class AsrConfig(StageConfig):
-    backend: Literal["faster-whisper"] = "faster-whisper"
     model: str = Field(
         "whisper-base",
         description="a CTranslate2 Whisper directory, a hub id (needs network), or 'whisper-base' "

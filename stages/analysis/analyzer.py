@@ -58,6 +58,7 @@ ASR_BACKENDS = Registry("ASR backend", [
     Implementation("faster-whisper", "stages.analysis.asr:WhisperASR", ("faster_whisper", "ctranslate2"),
                    "pip install faster-whisper"),
 ])
+ASR_BACKEND = "faster-whisper"  # the one there is; a second backend would become an AsrConfig field
 
 
 class ConversationAnalyzer:
@@ -67,7 +68,7 @@ class ConversationAnalyzer:
 
         self.cfg = cfg
         self.vad = SileroVAD(cfg.vad)
-        self.asr = ASR_BACKENDS.load(cfg.asr.backend)(cfg.asr)
+        self.asr = ASR_BACKENDS.load(ASR_BACKEND)(cfg.asr)
         self.diarizer = make_diarizer(cfg.diarize)
 
     def __call__(self, recording: Recording, audio: np.ndarray, sample_rate: int) -> Analysis:
