@@ -22,9 +22,9 @@ from catalog.store import Store
 from catalog.versions import current
 from catalog.views import connect
 
-# `builds`: ids and times of the build runs themselves; `shards`: compared member by member below
-# (its sha256 column hashes the version name the shards' JSON members carry).
-SKIPPED_TABLES = {"builds", "shards"}
+# `builds`, `phase_runs`: ids and times of the build runs themselves; `shards`: compared member by
+# member below (its sha256 column hashes the version name the shards' JSON members carry).
+SKIPPED_TABLES = {"builds", "phase_runs", "shards"}
 
 
 PLACEHOLDER = "v-<version>"

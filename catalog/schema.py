@@ -105,6 +105,9 @@ class Turn:
     is_floor_transfer: bool
     gap_s: Optional[float]  # start minus the previous floor holder's end; negative = overlap
     is_interruption: bool
+    # Spoken inside another speaker's speech and over before it (whatever the words): never takes
+    # the floor. Interjections are also is_backchannel (every turn that does not take the floor is).
+    is_interjection: bool = False
 
 
 @dataclass
@@ -139,6 +142,17 @@ class Pair:
     context_texts: list[str]
     context_start_s: Optional[float]  # start of the first context turn, None without context
     shard: Optional[str] = None  # path of the pairs shard holding it, relative to the corpus root
+    # Seconds of the two turns in which two or more speakers speak at once.
+    overlap_s: float = 0.0
+    # A side has no channel of its own: its clip is cut from a mix, others' speech masked out.
+    mixed_source: bool = False
+    # Where user.flac and ai.flac begin and end: the turns with margins (SegmentConfig.clip_pad_s);
+    # on a mixed source the margins stop at others' speech and the user clip at the AI's start.
+    # None (records from before margins): the turn's own bounds.
+    user_clip_start_s: Optional[float] = None
+    user_clip_end_s: Optional[float] = None
+    ai_clip_start_s: Optional[float] = None
+    ai_clip_end_s: Optional[float] = None
 
 
 @dataclass
@@ -159,6 +173,10 @@ class DialogueWindow:
     user_speech_s: float
     ai_speech_s: float
     shard: Optional[str] = None
+    overlap_s: float = 0.0  # seconds in which two or more speakers speak at once
+    # A side has no channel of its own: each channel is the mix masked to its side's speech, so
+    # overlapped speech is silent on both channels (never the same audio on both).
+    mixed_source: bool = False
 
 
 @dataclass
@@ -214,6 +232,21 @@ class Build:
     counts_json: str
 
 
+@dataclass
+class PhaseRun:
+    """One phase of one recording in one build: where a build spent its time."""
+
+    table: ClassVar[str] = "phase_runs"
+    build_id: str
+    recording_id: str
+    source: str
+    phase: str  # "render", "ingest", "segment", ...
+    seconds: float
+    cached: bool  # the phase's result was already there (no work done)
+    status: str  # "ok", "rejected" or "failed" (an environment failure, retried by the next build)
+    worker: str  # "host:pid" of the process that ran it
+
+
 CATALOG_RECORDS: tuple[type, ...] = (
     Recording,
     Speaker,
@@ -225,6 +258,7 @@ CATALOG_RECORDS: tuple[type, ...] = (
     Shard,
     Reject,
     Build,
+    PhaseRun,
 )
 TABLES: dict[str, type] = {cls.table: cls for cls in CATALOG_RECORDS}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Callable, Optional
+from typing import Callable, Collection, Optional
 
 import duckdb
 
@@ -25,17 +25,18 @@ def _sql_list(paths: list[str]) -> str:
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
-BUILDS_GLOB = "catalog/builds/*.parquet"
+# Tables of every build rather than of a version: each file is written whole, by a finished build.
+PER_BUILD_TABLES = ("builds", "phase_runs")
 
 
-def view_statements(version: Optional[Version], locate: Callable[[str], str], has_builds: bool) -> list[str]:
-    """One view per table. Builds are the exception to explicit file lists: a build's record
-    file is written whole, after its commit, so every file there belongs to a finished build."""
+def view_statements(version: Optional[Version], locate: Callable[[str], str], per_build: Collection[str]) -> list[str]:
+    """One view per table, over exactly the current version's files. The per-build tables
+    (`per_build`: those with at least one file) are read with a glob."""
     statements = []
     for table, cls in TABLES.items():
         files = version.files(table) if version else []
-        if table == "builds" and has_builds:
-            select = f"SELECT * FROM read_parquet('{locate(BUILDS_GLOB)}', union_by_name=true)"
+        if table in per_build:
+            select = f"SELECT * FROM read_parquet('{locate(f'catalog/{table}/*.parquet')}', union_by_name=true)"
         elif files:
             select = f"SELECT * FROM read_parquet({_sql_list([locate(f) for f in files])}, union_by_name=true)"
         else:
@@ -43,6 +44,10 @@ def view_statements(version: Optional[Version], locate: Callable[[str], str], ha
             select = f"SELECT {cols} WHERE false"
         statements.append(f'CREATE OR REPLACE VIEW "{table}" AS {select}')
     return statements
+
+
+def per_build_tables(store: Store) -> list[str]:
+    return [t for t in PER_BUILD_TABLES if store.list(f"catalog/{t}")]
 
 
 def _duck_type(arrow_type) -> str:
@@ -84,7 +89,7 @@ def write_catalog_db(store: Store, version: Optional[Version]) -> None:
             con.execute(f"ATTACH '{path}' AS catalog (STORAGE_VERSION '{STORAGE_VERSION}')")
             con.execute("USE catalog")
             _read_through_fsspec(con, store)
-            for stmt in view_statements(version, store.uri, bool(store.list("catalog/builds"))):
+            for stmt in view_statements(version, store.uri, per_build_tables(store)):
                 con.execute(stmt)
         finally:
             con.close()
@@ -97,6 +102,6 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
     works for object storage without DuckDB extensions."""
     con = duckdb.connect()
     _read_through_fsspec(con, store)
-    for stmt in view_statements(current(store), store.uri, bool(store.list("catalog/builds"))):
+    for stmt in view_statements(current(store), store.uri, per_build_tables(store)):
         con.execute(stmt)
     return con

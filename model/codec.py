@@ -29,7 +29,8 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from model.quantizer import ResidualVectorQuantizer
 
-CHECKPOINT_NAME = "codec.pt"
+CHECKPOINT_NAME = "codec.pt"  # a single exported codec (a token corpus keeps its codec under this name)
+LATEST_EXPORT = "codec.json"  # in a training run: {"path": <the latest export>, "sha256", "id", "step"}
 
 
 @dataclass
@@ -295,16 +296,35 @@ def num_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def load_codec(path_or_dir: str, map_location: str | torch.device = "cpu") -> Codec:
-    """A Codec in eval mode from a checkpoint file, or a directory holding codec.pt (local or
-    fsspec URL). Raises FileNotFoundError when missing, ValueError when not a codec checkpoint."""
+def resolve_checkpoint(path_or_dir: str) -> str:
+    """The codec file a path names: a file as it is; a training run folder's latest export
+    (``codec.json`` points at ``exports/codec-step-N.pt``, a file never rewritten); else a
+    folder's ``codec.pt``. Raises FileNotFoundError when there is none."""
+    import json
+
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(str(path_or_dir))
     if fs.isdir(path):
-        path = path.rstrip("/") + "/" + CHECKPOINT_NAME
+        base = path.rstrip("/")
+        pointer = f"{base}/{LATEST_EXPORT}"
+        if fs.exists(pointer):
+            with fs.open(pointer, "rb") as f:
+                path = f"{base}/{json.load(f)['path']}"
+        else:
+            path = f"{base}/{CHECKPOINT_NAME}"
     if not fs.exists(path):
         raise FileNotFoundError(f"codec checkpoint not found: {path_or_dir} (looked for {path})")
+    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    return path if protocol in ("file", "local") else f"{protocol}://{path}"
+
+
+def load_codec(path_or_dir: str, map_location: str | torch.device = "cpu") -> Codec:
+    """A Codec in eval mode from a checkpoint file, or a folder (``resolve_checkpoint``), local
+    or fsspec URL. Raises FileNotFoundError when missing, ValueError when not a codec checkpoint."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(resolve_checkpoint(path_or_dir))
     with fs.open(path, "rb") as f:
         raw = f.read()
     try:

@@ -4,16 +4,17 @@ Architecture (research note, section 7):
 - Encoder input: per frame, the sum of K per-codebook embeddings (each with a pad token) plus a
   role embedding. The sequence is [context frames ; separator ; user frames ; user text bytes],
   packed per sample so that its real tokens are contiguous from position 0 (padding moves to the
-  end): a sample encodes the same whatever the batch's padding is, and rotary positions count
-  real tokens only. Tc may be 0 (no history).
+  end) and cut to the longest sample's real length: a sample encodes the same whatever the
+  batch's padding is, and rotary positions count real tokens only. Tc may be 0 (no history).
 - Encoder: Conformer (`encoder_layers`, default 6), key padding mask.
 - Decoder: causal pre-norm Transformer (`decoder_layers`, default 6): self-attention (RoPE) +
   cross-attention to the encoder output + FFN. Input per step: sum of K codebook embeddings of
-  the previous step + AI role embedding + voice embedding (`ai_voice`, a hashed speaker-id
-  bucket: voice identity). One Linear predicts all K codebooks (K * (codebook_size + 1) logits;
+  the previous step + AI role embedding + voice embedding (`ai_voice`: an index of the voice
+  table built from stable speaker ids, train/voices.py; 0 = an unknown or rare voice). One Linear predicts all K codebooks (K * (codebook_size + 1) logits;
   the extra class is end-of-turn).
 - End of turn: an EOS "frame" follows the AI turn's last frame in every codebook, so the model
   decides how long it speaks; `generate` stops when every sample has emitted EOS on codebook 0.
+  A turn cropped at the loader's length limit (`ai_eos` False) is trained without an end.
 
 Delay pattern, not a depth transformer. The AI tokens are laid out MusicGen-style (model/delay.py):
 codebook k lags k steps, so one decoder pass predicts all K codebooks of a step, and codebook k of
@@ -27,7 +28,8 @@ Text stream (`text_vocab` > 0; byte-level UTF-8, 256 bytes + pad/bos/eos = TEXT_
 - user text: extra encoder tokens with their own role, after the user frames;
 - AI text: an auxiliary CTC head on the decoder states (each decoder step upsampled
   `text_ctc_upsample` times so that 12.5 Hz frames can still carry UTF-8 bytes of Hindi/Telugu),
-  weighted by `text_loss_weight`. It needs no text at inference and no alignment, and pushes the
+  weighted by `text_loss_weight`; a row is a CTC target only when its text is whole and fits
+  what the kept frames can carry (`text_targets_ok`). It needs no text at inference and no alignment, and pushes the
   decoder to represent what it is about to say (a training-only "inner monologue"). An
   interleaved text prefix (Moshi) would need per-sample offsets and a two-stage generate.
 
@@ -81,7 +83,7 @@ class S2SConfig:
     conv_kernel: int = 31
     dropout: float = 0.1
     max_frames: int = 750  # default AI-turn length limit for generate (15 s at 50 Hz)
-    n_voices: int = 256  # hashed AI speaker-id buckets (train.data.voice_id)
+    n_voices: int = 256  # voice table size (train/voices.py), index 0 = unknown/rare voices
     text_vocab: int = 0  # 0 = no text stream; else >= TEXT_VOCAB (byte-level)
     text_loss_weight: float = 0.1
     text_ctc_upsample: int = 4
@@ -125,13 +127,21 @@ class S2SOutput:
     n_targets: Tensor  # number of real audio targets (all codebooks)
 
 
-def text_tokens(texts: list[str], max_len: int) -> tuple[Tensor, Tensor]:
-    """UTF-8 bytes of each text, cut at a character boundary to at most max_len bytes.
-    Returns (tokens [B, L] long padded with TEXT_PAD, mask [B, L] bool), L = longest (<= max_len)."""
-    encoded = []
-    for t in texts:
-        b = t.encode("utf-8")[:max_len]
-        encoded.append(b.decode("utf-8", errors="ignore").encode("utf-8"))
+def text_bytes(text: str, max_len: int, keep_end: bool = False) -> bytes:
+    """UTF-8 bytes of ``text``, cut at a character boundary to at most ``max_len`` bytes: its
+    start, or with ``keep_end`` its end (a user turn keeps its end, what the answer replies to).
+    The one encoding of text for the model: the loader and ``train.respond`` both use it."""
+    raw = text.encode("utf-8")
+    if len(raw) <= max_len:
+        return raw
+    cut = raw[len(raw) - max_len:] if keep_end else raw[:max_len]
+    return cut.decode("utf-8", errors="ignore").encode("utf-8")
+
+
+def text_tokens(texts: list[str], max_len: int, keep_end: bool = False) -> tuple[Tensor, Tensor]:
+    """``text_bytes`` of each text as (tokens [B, L] long padded with TEXT_PAD, mask [B, L]
+    bool), L = longest (<= max_len)."""
+    encoded = [text_bytes(t, max_len, keep_end) for t in texts]
     L = max((len(b) for b in encoded), default=0)
     tokens = torch.full((len(texts), L), TEXT_PAD, dtype=torch.long)
     mask = torch.zeros((len(texts), L), dtype=torch.bool)
@@ -260,8 +270,12 @@ class S2SModel(nn.Module):
             masks.append(user_text_mask)
         x = torch.cat(parts, dim=1)
         mask = torch.cat(masks, dim=1)
-        # Pack: a stable sort on "is padding" moves each row's real tokens to the front in order.
+        # Pack: a stable sort on "is padding" moves each row's real tokens to the front in order,
+        # then the columns no row uses are cut: the encoder runs over the longest row's real
+        # length, not over the sum of each stream's longest (which can be far more).
         order = torch.argsort((~mask).to(torch.int32), dim=1, stable=True)
+        longest = int(mask.sum(dim=1).max())
+        order = order[:, :longest]
         mask = mask.gather(1, order)
         x = x.gather(1, order[..., None].expand(-1, -1, x.shape[-1]))
         x = self.drop(x.masked_fill(~mask[..., None], 0.0))
@@ -269,20 +283,34 @@ class S2SModel(nn.Module):
 
     # ---- decoder -----------------------------------------------------------------------------
 
-    def decoder_io(self, ai_codes: Tensor, ai_mask: Tensor) -> tuple[Tensor, Tensor]:
+    def decoder_io(self, ai_codes: Tensor, ai_mask: Tensor, ai_eos: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """AI codes [B, K, Ta] (right-padded; ai_mask a prefix mask) -> (decoder input, targets),
         both [B, K, Ta + K] in the delayed layout. Frame len_b is end-of-turn; targets are -100
-        on delay filler and padding."""
+        on delay filler and padding.
+
+        ``ai_eos`` [B] bool (default all True): False marks a turn cropped at the length limit,
+        which has no end here. Such a row gets no end-of-turn target, and its codebook-k target
+        of frame f (at step f + k) is kept only when f + k <= len_b: then every input it is
+        conditioned on (codebook j of frame <= f + k - 1 - j) is a kept frame, so nothing is
+        learnt from the crop edge (K(K-1)/2 targets per cropped turn are left out)."""
         B, K, Ta = ai_codes.shape
         lengths = ai_mask.sum(dim=1)
         frame = torch.arange(Ta + 1, device=ai_codes.device)[None, :]
         real = frame < lengths[:, None]  # [B, Ta + 1]
         is_eos = frame == lengths[:, None]
+        ends = torch.ones(B, dtype=torch.bool, device=ai_codes.device) if ai_eos is None else ai_eos.bool()
+        is_eos = is_eos & ends[:, None]
         codes = F.pad(ai_codes, (0, 1))
         codes = torch.where(real[:, None], codes, torch.full_like(codes, self.dec_pad))
         codes = torch.where(is_eos[:, None], torch.full_like(codes, self.dec_eos), codes)
         delayed = apply_delay(codes, self.dec_pad)  # [B, K, Ta + K]
         valid = delay_mask(real | is_eos, K)
+        if ai_eos is not None and not bool(ends.all()):
+            # Cropped rows: target (k, f) sits at step s = f + k; keep it when f + k <= len.
+            step = torch.arange(Ta + K, device=ai_codes.device)[None, None, :]
+            k = torch.arange(K, device=ai_codes.device)[None, :, None]
+            edge_ok = (step <= lengths[:, None, None]) & ((k > 0) | (step < lengths[:, None, None]))
+            valid = torch.where(ends[:, None, None], valid, valid & edge_ok)
         targets = delayed.masked_fill(~valid, -100)
         bos = torch.full_like(delayed[:, :, :1], self.dec_bos)
         return torch.cat([bos, delayed[:, :, :-1]], dim=2), targets
@@ -310,7 +338,7 @@ class S2SModel(nn.Module):
             batch["user_codes"], batch["user_mask"], batch.get("context_codes"), batch.get("context_mask"),
             batch.get("user_text") if use_text else None, batch.get("user_text_mask") if use_text else None)
         ai_mask = batch["ai_mask"]
-        dec_in, targets = self.decoder_io(batch["ai_codes"], ai_mask)
+        dec_in, targets = self.decoder_io(batch["ai_codes"], ai_mask, batch.get("ai_eos"))
         ai_voice = batch.get("ai_voice")
         if ai_voice is None:
             ai_voice = torch.zeros(dec_in.shape[0], dtype=torch.long, device=dec_in.device)
@@ -331,23 +359,44 @@ class S2SModel(nn.Module):
         loss = audio_loss
         text_loss = None
         if use_text and batch.get("ai_text") is not None:
-            text_loss = self._ctc_loss(h, ai_mask.sum(dim=1), batch["ai_text"], batch["ai_text_mask"])
+            text_loss = self._ctc_loss(h, ai_mask.sum(dim=1), batch["ai_text"], batch["ai_text_mask"],
+                                       batch.get("ai_text_ok"))
             loss = loss + cfg.text_loss_weight * text_loss
         return S2SOutput(loss=loss, logits=logits, per_codebook_loss=per_cb.detach(),
                          accuracy=accuracy.detach(), audio_loss=audio_loss.detach(),
                          text_loss=None if text_loss is None else text_loss.detach(), n_targets=count.sum())
 
-    def _ctc_loss(self, h: Tensor, ai_lengths: Tensor, text: Tensor, text_mask: Tensor) -> Tensor:
+    def ctc_input_lengths(self, ai_lengths: Tensor) -> Tensor:
+        """CTC frames a turn of ``ai_lengths`` frames offers: real decoder positions, upsampled."""
+        return (ai_lengths + self.cfg.n_codebooks) * self.cfg.text_ctc_upsample
+
+    @staticmethod
+    def ctc_needed(text: Tensor, text_mask: Tensor) -> Tensor:
+        """CTC frames a target needs: one per byte plus a blank between equal neighbours."""
+        repeats = (text[:, 1:] == text[:, :-1]) & text_mask[:, 1:] & text_mask[:, :-1]
+        return text_mask.sum(dim=1) + repeats.sum(dim=1)
+
+    def text_targets_ok(self, ai_lengths: Tensor, text: Tensor, text_mask: Tensor,
+                        text_ok: Optional[Tensor] = None) -> Tensor:
+        """[B] bool: rows whose text is a target: marked usable by the loader (a complete turn
+        whose text was not cut) and short enough for what the kept audio can carry."""
+        ok = self.ctc_needed(text, text_mask) <= self.ctc_input_lengths(ai_lengths)
+        return ok if text_ok is None else ok & text_ok.bool()
+
+    def _ctc_loss(self, h: Tensor, ai_lengths: Tensor, text: Tensor, text_mask: Tensor,
+                  text_ok: Optional[Tensor] = None) -> Tensor:
         B, S, _ = h.shape
         r, V = self.cfg.text_ctc_upsample, self.cfg.text_vocab
         log_probs = self.text_head(h).view(B, S * r, V).float().log_softmax(dim=-1)
-        input_lengths = (ai_lengths + self.cfg.n_codebooks) * r  # real decoder positions, upsampled
+        input_lengths = self.ctc_input_lengths(ai_lengths)
+        ok = self.text_targets_ok(ai_lengths, text, text_mask, text_ok)
         target_lengths = text_mask.sum(dim=1)
         targets = text.masked_fill(~text_mask, 0)
+        per_row = F.ctc_loss(log_probs.transpose(0, 1), targets, input_lengths, target_lengths,
+                             blank=TEXT_PAD, reduction="none", zero_infinity=True)
         # Per upsampled frame (not per byte, CTC's "mean"): the same scale as the audio CE.
-        total = F.ctc_loss(log_probs.transpose(0, 1), targets, input_lengths, target_lengths,
-                           blank=TEXT_PAD, reduction="sum", zero_infinity=True)
-        return total / input_lengths.sum().clamp(min=1)
+        # Rows without a usable target add nothing (not even "all blank", a false target).
+        return (per_row * ok).sum() / (input_lengths * ok).sum().clamp(min=1)
 
     # ---- generation --------------------------------------------------------------------------
 

@@ -1,82 +1,108 @@
-"""Per-recording work (ingest → standardize → transcript → segment → plan samples) and
-per-shard work (cut samples → tar), as plain callables that an engine maps over items.
+"""Per-recording work (the phases of pipelines/phases.py) and per-shard work (cut samples → tar),
+as plain callables that an engine maps over items.
 
-Each recording's results are cached under the corpus root, keyed by its input fingerprint and
-the config of the stages that made them, so a rerun or a resumed build redoes nothing.
+Each recording's phase results are cached under the corpus root, keyed by its input
+fingerprint and the config of the phases that made them, so a rerun or a resumed build redoes
+nothing. What a recording worker returns says, per phase, how long it took, whether its result
+was cached, and which worker ran it: the build writes that to the `phase_runs` table.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import shutil
-import tempfile
+import os
+import socket
+import time
 import traceback
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
 
-from catalog.schema import (
-    CodecChunk,
-    Conversation,
-    DialogueWindow,
-    Pair,
-    Recording,
-    Reject,
-    Speaker,
-    Turn,
-    from_dict,
-    to_dict,
-    to_json,
-)
+import numpy as np
+
+from catalog.schema import CodecChunk, Conversation, DialogueWindow, Pair, Recording, Reject, Speaker, Turn, from_dict, to_json
 from catalog.store import Store
+from pipelines.phases import PhaseContext, Worker, phase_keys, phases_for, run_phase
+from pipelines.sample_kinds import KIND_BY_NAME, SampleKind
 from stages.audio.decode import read_audio_range, read_flac
 from stages.config import PipelineConfig, ShardConfig
-from stages.corpus.samples import codec_sample, pair_sample, plan_codec_chunks, plan_windows, window_sample
-from stages.corpus.segment import segment
 from stages.corpus.shards import write_tar_shard
-from stages.sources.base import RecordingTask
-from stages.errors import RejectError
-from stages.audio.standardize import standardize
-from stages.audio.standardize_stream import open_analysis_audio, standardize_file
+from stages.errors import failure_kind
+from stages.sources.base import RecordingTask, Source
 
-# Recordings up to this long are read whole for cutting samples; longer ones span by span.
-WHOLE_READ_MAX_S = 1800.0
-# Bump when a stage's code changes what it produces: cached results then no longer match.
-INGEST_CODE_VERSION = 1
-SEGMENT_CODE_VERSION = 1
+# A shard job reads the stretch of a recording its samples need in one go, up to this long;
+# longer stretches (samples spread over an hours-long episode) are read in pieces of this size.
+MAX_READ_S = 1800.0
 
 
-def _hash(*parts: Any) -> str:
-    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
+@dataclass(frozen=True)
+class ProcessOptions:
+    """How recordings are run, beyond what shapes their content."""
+
+    retry_rejects: Optional[tuple[str, ...]] = None  # reasons to run again; () = every reason
+    transient_retries: int = 1  # attempts after an environment failure, within this build
+    retry_wait_s: float = 2.0
+    threads: int = 1  # BLAS/OpenMP threads of a worker (ASR threads are a pipeline setting)
 
 
-def ingest_key(task: RecordingTask, cfg: PipelineConfig) -> str:
-    analysis = cfg.analyze.fingerprint() if task.needs_analysis else "-"
-    return _hash(task.fingerprint(), cfg.standardize.fingerprint(), analysis, INGEST_CODE_VERSION)
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def segment_key(task: RecordingTask, cfg: PipelineConfig) -> str:
-    return _hash(ingest_key(task, cfg), cfg.segment.fingerprint(), cfg.shard.fingerprint(), SEGMENT_CODE_VERSION)
+def limit_threads(n: int) -> Any:
+    """The same thread counts in every engine, so that float sums (and the bytes) agree."""
+    from threadpoolctl import threadpool_limits
+
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+    return threadpool_limits(limits=n)
 
 
-def audio_rel(recording_id: str, source: str) -> str:
-    return f"recordings/{source}/{recording_id}.flac"
+class RecordingProcessor:
+    """Runs a recording's phases in order; stops at the first reject or failure."""
+
+    def __init__(self, source: Source, out: str, storage_options: dict[str, Any], cfg: PipelineConfig,
+                 options: ProcessOptions = ProcessOptions()):
+        self.source = source
+        self.store = Store(out, storage_options)
+        self.cfg = cfg
+        self.options = options
+        self.worker = Worker(cfg)
+        self._limits = limit_threads(options.threads)
+
+    def __call__(self, task: RecordingTask) -> dict[str, Any]:
+        keys = phase_keys(task, self.cfg, self.source)
+        ctx = PhaseContext(task, self.cfg, self.store, self.source, self.worker)
+        runs: list[dict[str, Any]] = []
+        out: dict[str, Any] = {"recording_id": task.recording_id, "source": task.source, "worker": worker_name(),
+                               "phases": runs, "status": "ok"}
+        for phase in phases_for(task):
+            for attempt in range(self.options.transient_retries + 1):
+                res = run_phase(phase, ctx, keys[phase.name], self.options.retry_rejects)
+                if res.status != "failed" or attempt == self.options.transient_retries:
+                    break
+                time.sleep(self.options.retry_wait_s * (attempt + 1))
+            runs.append({"phase": phase.name, "seconds": round(res.seconds, 4), "cached": res.cached,
+                         "status": res.status})
+            if res.status == "failed":
+                err = res.error
+                assert err is not None
+                out.update(status="failed", phase=phase.name, failure=failure_kind(err),
+                           detail=traceback.format_exception_only(type(err), err)[-1].strip()[:2000])
+                return out
+            if res.status == "rejected":
+                out.update(status="rejected", phase=phase.name, reason=res.doc["reject"]["reason"])
+                return out
+            ctx.docs[phase.name] = res.doc
+        out["pairs"] = len(ctx.docs["segment"]["pairs"])
+        out["duration_s"] = ctx.docs["ingest"]["conversation"]["recording"]["duration_s"]
+        return out
 
 
-def conversation_rel(recording_id: str) -> str:
-    return f"work/conversations/{recording_id}.json"
-
-
-def segments_rel(recording_id: str) -> str:
-    return f"work/segments/{recording_id}.json"
-
-
-def _reject_from(task: RecordingTask, stage: str, err: BaseException) -> Reject:
-    if isinstance(err, RejectError):
-        return Reject(task.source, stage, task.recording_id, err.reason, err.detail[:2000])
-    tb = traceback.format_exception_only(type(err), err)[-1].strip()
-    return Reject(task.source, stage, task.recording_id, "internal_error", tb[:2000])
+# --- reading back a processed recording -----------------------------------------------------
 
 
 @dataclass
@@ -85,232 +111,84 @@ class RecordingResult:
 
     recording_id: str
     conversation: Optional[Conversation]
-    turns: list[Turn]
-    pairs: list[Pair]
-    windows: list[DialogueWindow]
-    codec_chunks: list[CodecChunk]
-    rejects: list[Reject]
+    turns: list[Turn] = field(default_factory=list)
+    pairs: list[Pair] = field(default_factory=list)
+    windows: list[DialogueWindow] = field(default_factory=list)
+    codec_chunks: list[CodecChunk] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+    def samples(self, kind: SampleKind) -> list[Any]:
+        return getattr(self, kind.results_field)
 
 
-class RecordingProcessor:
-    """Ingest, standardize and segment one recording; results go to the cache."""
-
-    def __init__(self, source: Any, out: str, storage_options: dict[str, Any], cfg: PipelineConfig):
-        self.source = source
-        self.store = Store(out, storage_options)
-        self.cfg = cfg
-        self.analyzer: Optional[Any] = None  # created on first use, then reused by this worker
-
-    def __call__(self, task: RecordingTask) -> dict[str, Any]:
-        cached = True
-        conv_doc = self._cached(conversation_rel(task.recording_id), ingest_key(task, self.cfg))
-        if conv_doc is None:
-            cached = False
-            conv_doc = self._ingest(task)
-        if conv_doc.get("reject"):
-            return {"recording_id": task.recording_id, "status": "rejected", "reason": conv_doc["reject"]["reason"], "cached": cached}
-        seg_doc = self._cached(segments_rel(task.recording_id), segment_key(task, self.cfg))
-        if seg_doc is None:
-            cached = False
-            seg_doc = self._segment(task, Conversation.from_dict(conv_doc["conversation"]))
-        if seg_doc.get("reject"):
-            return {"recording_id": task.recording_id, "status": "rejected", "reason": seg_doc["reject"]["reason"], "cached": cached}
-        return {
-            "recording_id": task.recording_id,
-            "status": "ok",
-            "cached": cached,
-            "pairs": len(seg_doc["pairs"]),
-            "duration_s": conv_doc["conversation"]["recording"]["duration_s"],
-        }
-
-    def _cached(self, rel: str, key: str) -> Optional[dict[str, Any]]:
-        try:
-            doc = self.store.read_json(rel)
-        except (FileNotFoundError, ValueError):
-            return None
-        return doc if doc.get("key") == key else None
-
-    def _ingest(self, task: RecordingTask) -> dict[str, Any]:
-        key = ingest_key(task, self.cfg)
-        try:
-            if task.needs_analysis:
-                conv, rejects = self._ingest_analyzed(task)
-            else:
-                conv, rejects = self._ingest_transcribed(task)
-            doc = {"key": key, "conversation": conv.to_dict(), "rejects": [to_dict(r) for r in rejects]}
-        except Exception as e:  # a bad recording is a reject, never the end of the build
-            doc = {"key": key, "reject": to_dict(_reject_from(task, "ingest", e))}
-        self.store.write_json(conversation_rel(task.recording_id), doc)
-        return doc
-
-    def _recording(self, task: RecordingTask, **audio_facts: Any) -> Recording:
-        return Recording(
-            recording_id=task.recording_id,
-            source=task.source,
-            origin_id=task.origin_id,
-            # Where it came from for people: a podcast's enclosure or page, else the file read.
-            origin=task.metadata.get("audio_url") or task.metadata.get("page_url") or task.audio_path,
-            license=task.license,
-            lang=task.lang,
-            audio_path=audio_rel(task.recording_id, task.source),
-            sample_rate=self.cfg.standardize.sample_rate,
-            metadata_json=json.dumps(task.metadata, sort_keys=True, ensure_ascii=False),
-            **audio_facts,
-        )
-
-    def _ingest_transcribed(self, task: RecordingTask) -> tuple[Conversation, list[Reject]]:
-        """Sources with transcripts (LDC): decode, standardize, read the transcript."""
-        decoded = self.source.read_audio(task)
-        std = standardize(decoded, self.cfg.standardize)
-        recording = self._recording(
-            task,
-            native_sample_rate=std.native_sample_rate,
-            num_channels=int(std.samples.shape[0]),
-            duration_s=round(std.duration_s, 3),
-            encoding=decoded.encoding,
-            audio_sha256=decoded.sha256,
-            bandwidth=std.bandwidth,
-            effective_bandwidth_hz=std.effective_bandwidth_hz,
-        )
-        self.store.write_bytes(recording.audio_path, std.flac())
-        transcript = self.source.read_transcript(task, recording)
-        return Conversation(recording, transcript.speakers, transcript.utterances), transcript.rejects
-
-    def _ingest_analyzed(self, task: RecordingTask) -> tuple[Conversation, list[Reject]]:
-        """One-microphone sources: stream-standardize, then VAD → diarize → ASR → align."""
-        acfg = self.cfg.analyze
-        with tempfile.TemporaryDirectory(prefix="convcorpus-") as tmp:
-            std = standardize_file(
-                task.audio_path, self.cfg.standardize, acfg.analysis_sample_rate, tmp,
-                analysis_mono=acfg.diarize.backend != "channels",
-            )
-            recording = self._recording(
-                task,
-                native_sample_rate=std.native_sample_rate,
-                num_channels=std.num_channels,
-                duration_s=std.duration_s,
-                encoding=std.encoding,
-                audio_sha256=std.sha256,
-                bandwidth=std.bandwidth,
-                effective_bandwidth_hz=std.effective_bandwidth_hz,
-            )
-            audio, sr = open_analysis_audio(std.analysis_path)
-            analysis = self._analyzer()(recording, audio, sr)
-            del audio
-            with open(std.flac_path, "rb") as src, self.store.atomic_writer(recording.audio_path) as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        if analysis.lang and recording.lang in ("", "auto"):
-            recording.lang = analysis.lang
-        assign_roles = getattr(self.source, "assign_roles", None)
-        if assign_roles is not None:
-            assign_roles(task, analysis.speakers, analysis.utterances)
-        return Conversation(recording, analysis.speakers, analysis.utterances), analysis.rejects
-
-    def _analyzer(self) -> Any:
-        if self.analyzer is None:
-            from stages.analysis.analyzer import ConversationAnalyzer  # loads models: only when needed
-
-            self.analyzer = ConversationAnalyzer(self.cfg.analyze)
-        return self.analyzer
-
-    def _segment(self, task: RecordingTask, conv: Conversation) -> dict[str, Any]:
-        key = segment_key(task, self.cfg)
-        try:
-            seg = segment(conv, self.cfg.segment)
-            if not seg.turns:
-                raise RejectError("empty_conversation", "no speech turns")
-            windows = plan_windows(conv.recording, conv.speakers, seg.turns, self.cfg.shard, self.cfg.segment.role_policy)
-            chunks = plan_codec_chunks(conv.recording, seg.turns, self.cfg.shard)
-            doc = {
-                "key": key,
-                "turns": [to_dict(t) for t in seg.turns],
-                "pairs": [to_dict(p) for p in seg.pairs],
-                "windows": [to_dict(w) for w in windows],
-                "codec_chunks": [to_dict(c) for c in chunks],
-                "rejects": [to_dict(r) for r in seg.rejects],
-            }
-        except Exception as e:
-            doc = {"key": key, "reject": to_dict(_reject_from(task, "segment", e))}
-        self.store.write_json(segments_rel(task.recording_id), doc)
-        return doc
-
-
-def load_result(store: Store, recording_id: str) -> RecordingResult:
-    conv_doc = store.read_json(conversation_rel(recording_id))
-    if conv_doc.get("reject"):
-        return RecordingResult(recording_id, None, [], [], [], [], [from_dict(Reject, conv_doc["reject"])])
-    conv = Conversation.from_dict(conv_doc["conversation"])
-    rejects = [from_dict(Reject, r) for r in conv_doc.get("rejects", [])]
-    seg_doc = store.read_json(segments_rel(recording_id))
-    if seg_doc.get("reject"):
-        return RecordingResult(recording_id, None, [], [], [], [], rejects + [from_dict(Reject, seg_doc["reject"])])
+def load_result(store: Store, task: RecordingTask) -> RecordingResult:
+    """A processed recording's records, from its phases' cached documents."""
+    rid = task.recording_id
+    rejects: list[Reject] = []
+    docs: dict[str, dict[str, Any]] = {}
+    for phase in phases_for(task):
+        doc = store.read_json(phase.rel(rid))
+        rejects.extend(from_dict(Reject, r) for r in doc.get("rejects", []))
+        if doc.get("reject"):
+            return RecordingResult(rid, None, rejects=rejects + [from_dict(Reject, doc["reject"])])
+        docs[phase.name] = doc
+    seg = docs["segment"]
     return RecordingResult(
-        recording_id,
-        conv,
-        [from_dict(Turn, t) for t in seg_doc["turns"]],
-        [from_dict(Pair, p) for p in seg_doc["pairs"]],
-        [from_dict(DialogueWindow, w) for w in seg_doc["windows"]],
-        [from_dict(CodecChunk, c) for c in seg_doc["codec_chunks"]],
-        rejects + [from_dict(Reject, r) for r in seg_doc.get("rejects", [])],
+        rid,
+        Conversation.from_dict(docs["ingest"]["conversation"]),
+        [from_dict(Turn, t) for t in seg["turns"]],
+        [from_dict(Pair, p) for p in seg["pairs"]],
+        [from_dict(DialogueWindow, w) for w in seg["windows"]],
+        [from_dict(CodecChunk, c) for c in seg["codec_chunks"]],
+        rejects,
     )
+
+
+# --- shards -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ShardJob:
-    kind: str  # "pairs" | "dialogues" | "codec"
+    kind: str  # a SampleKind name
     rel_path: str
     version: str
-    items: tuple[tuple[str, str], ...]  # (recording id, sample id) in shard order
+    items: tuple[tuple[RecordingTask, tuple[str, ...]], ...]  # per recording, its sample ids in shard order
 
 
 class ShardProcessor:
-    """Cut one shard's samples from the standardized audio and write the tar."""
+    """Cut one shard's samples from the standardized audio and write the tar. Each recording's
+    audio is read once per job: the stretch its samples in this shard cover."""
 
     def __init__(self, out: str, storage_options: dict[str, Any], cfg: ShardConfig):
         self.store = Store(out, storage_options)
         self.cfg = cfg
 
     def __call__(self, job: ShardJob) -> dict[str, Any]:
-        by_recording: dict[str, list[str]] = defaultdict(list)
-        for rid, sid in job.items:
-            by_recording[rid].append(sid)
-        shard = write_tar_shard(self.store, job.rel_path, self._samples(job, by_recording), job.kind, job.version)
-        return {"shard": to_dict(shard)}
+        kind = KIND_BY_NAME[job.kind]
+        shard = write_tar_shard(self.store, job.rel_path, self._samples(kind, job), job.kind, job.version)
+        return {"shard": dataclasses.asdict(shard)}
 
-    def _samples(self, job: ShardJob, by_recording: dict[str, list[str]]):
-        for rid, wanted in by_recording.items():
-            result = load_result(self.store, rid)
+    def _samples(self, kind: SampleKind, job: ShardJob) -> Iterator[tuple[str, dict[str, bytes]]]:
+        for task, wanted in job.items:
+            result = load_result(self.store, task)
             conv = result.conversation
-            assert conv is not None, f"shard planned for rejected recording {rid}"
+            assert conv is not None, f"shard planned for rejected recording {task.recording_id}"
             speakers: dict[str, Speaker] = {s.speaker_id: s for s in conv.speakers}
-            records = _records_by_id(job.kind, result)
-            audio_of = _AudioSpans(self.store, conv.recording)
+            records = {kind.sample_id(r): r for r in result.samples(kind)}
+            spans = {sid: kind.span(records[sid], self.cfg) for sid in wanted}
+            audio = _AudioReader(self.store, conv.recording, list(spans.values()))
             for sid in wanted:
-                rec = records[sid]
-                rec.shard = job.rel_path
-                t0, t1 = _sample_span(job.kind, rec, self.cfg.include_context_audio)
-                audio, sr, offset = audio_of(t0, t1)
+                rec = dataclasses.replace(records[sid], shard=job.rel_path)
+                samples, sr, offset = audio.covering(*spans[sid])
                 shifted = _shift(rec, offset)
                 turns = [_shift(t, offset) for t in result.turns] if offset else result.turns
-                if job.kind == "pairs":
-                    sample = pair_sample(shifted, audio, sr, speakers, turns, self.cfg.include_context_audio)
-                elif job.kind == "dialogues":
-                    sample = window_sample(shifted, audio, sr, speakers, turns)
-                else:
-                    sample = codec_sample(shifted, audio, sr, speakers, turns)
+                sample = kind.make(shifted, samples, sr, speakers, turns, self.cfg)
                 sample["json"] = to_json(rec).encode()  # the record's own (unshifted) times
                 yield sid, sample
 
 
-def _records_by_id(kind: str, result: RecordingResult) -> dict[str, Any]:
-    if kind == "pairs":
-        return {p.pair_id: p for p in result.pairs}
-    if kind == "dialogues":
-        return {w.window_id: w for w in result.windows}
-    return {c.chunk_id: c for c in result.codec_chunks}
-
-
-_TIME_FIELDS = ("start_s", "end_s", "user_start_s", "user_end_s", "ai_start_s", "ai_end_s", "context_start_s")
+_TIME_FIELDS = ("start_s", "end_s", "user_start_s", "user_end_s", "ai_start_s", "ai_end_s", "context_start_s",
+                "user_clip_start_s", "user_clip_end_s", "ai_clip_start_s", "ai_clip_end_s")
 
 
 def _shift(record: Any, offset: float) -> Any:
@@ -321,30 +199,43 @@ def _shift(record: Any, offset: float) -> Any:
     return dataclasses.replace(record, **changes)
 
 
-def _sample_span(kind: str, rec: Any, include_context: bool) -> tuple[float, float]:
-    if kind == "pairs":
-        start = rec.context_start_s if include_context and rec.context_start_s is not None else rec.user_start_s
-        return min(start, rec.user_start_s, rec.ai_start_s), max(rec.user_end_s, rec.ai_end_s)
-    return rec.start_s, rec.end_s
+class _AudioReader:
+    """The stretches of a recording's standardized audio that a shard job needs, each read once:
+    the samples' spans merged into stretches of at most MAX_READ_S (a telephone call is one read;
+    an hours-long episode stays on disk but for the stretches its samples in this shard need)."""
 
-
-class _AudioSpans:
-    """A recording's standardized audio for sample cutting: read whole once when it is short
-    (telephone calls), read span by span when it is long (hours-long episodes stay on disk)."""
-
-    def __init__(self, store: Store, recording: Recording):
+    def __init__(self, store: Store, recording: Recording, spans: list[tuple[float, float]]):
         self.store = store
         self.recording = recording
-        self.whole: Optional[tuple[Any, int]] = None
+        self.stretches = _stretches(spans, MAX_READ_S)
+        self._loaded: Optional[tuple[int, np.ndarray, int, float]] = None  # index, audio, sr, offset
 
-    def __call__(self, start_s: float, end_s: float) -> tuple[Any, int, float]:
-        if self.recording.duration_s <= WHOLE_READ_MAX_S:
-            if self.whole is None:
-                with self.store.open(self.recording.audio_path) as f:
-                    self.whole = read_flac(f)
-            return self.whole[0], self.whole[1], 0.0
+    def covering(self, start_s: float, end_s: float) -> tuple[np.ndarray, int, float]:
+        i = next(k for k, (s, e) in enumerate(self.stretches) if s <= start_s and end_s <= e)
+        if self._loaded is None or self._loaded[0] != i:
+            self._loaded = (i, *self._read(*self.stretches[i]))
+        _, audio, sr, offset = self._loaded
+        return audio, sr, offset
+
+    def _read(self, start_s: float, end_s: float) -> tuple[np.ndarray, int, float]:
+        if len(self.stretches) == 1 and self.recording.duration_s <= MAX_READ_S:
+            with self.store.open(self.recording.audio_path) as f:
+                audio, sr = read_flac(f)
+            return audio, sr, 0.0
         sr = self.recording.sample_rate
         start = round(max(0.0, start_s) * sr) / sr  # frame-aligned, so cuts match a whole read
         with self.store.open(self.recording.audio_path) as f:
             audio, sr = read_audio_range(f, start, end_s)
         return audio, sr, start
+
+
+def _stretches(spans: list[tuple[float, float]], max_s: float) -> list[tuple[float, float]]:
+    """Spans merged, in time order, into stretches no longer than max_s (a span longer than
+    that gets a stretch of its own)."""
+    out: list[list[float]] = []
+    for s, e in sorted(spans):
+        if out and max(out[-1][1], e) - out[-1][0] <= max_s:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]

@@ -1,11 +1,13 @@
 """Tokenize a corpus version's pair shards with a trained codec (Ray actors, GPUs when present).
 
-    python -m pipelines.tokenize --corpus ./corpus --codec runs/codec/codec.pt
+    python -m pipelines.tokenize --corpus ./corpus --codec runs/codec
 
 writes ``<corpus>/tokens/<codec id>/`` as a corpus of its own: ``shards/data/tokens-*.tar``
 (named by the source shard's checksum, reused by later versions), ``shards/<version>/index.json``,
-``rejects/<version>.json`` and ``CURRENT.json``. The S2S trainer reads it with
-``data.corpus=<corpus> data.tokens=<codec id>``.
+``rejects/<version>.json``, ``codec.pt`` (a copy of the codec file the tokens were made with:
+the codec id is its sha256, so the tokens never lose their codec when a training run prunes its
+exports) and ``CURRENT.json`` (with ``codec_info``: id, sha256, codebook count and size, frame
+and sample rate). The S2S trainer reads it with ``data.corpus=<corpus> data.tokens=<codec id>``.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from dataclasses import asdict
 from typing import Optional, Sequence
 
 from catalog.store import Store
+from model.codec import CHECKPOINT_NAME
 from catalog.versions import current
 from pipelines.config import EngineConfig
 from pipelines.engine import make_engine
@@ -24,10 +27,17 @@ from stages.corpus.tokens import ShardTokenizer, codec_id
 
 
 def resolve_codec_file(path: str) -> str:
-    """A codec checkpoint file, or a folder (a codec training run) holding ``codec.pt``."""
-    candidate = os.path.join(path, "codec.pt") if os.path.isdir(path) else path
+    """A local codec checkpoint file, or a folder: a codec training run (its latest export) or
+    a token corpus (its ``codec.pt``)."""
+    from model.codec import resolve_checkpoint
+
+    try:
+        candidate = resolve_checkpoint(path)
+    except FileNotFoundError:
+        candidate = ""
     if not os.path.isfile(candidate):
-        raise FileNotFoundError(f"no codec checkpoint at {path} (expected a file or a folder with codec.pt)")
+        raise FileNotFoundError(f"no codec checkpoint at {path} (expected a file, a codec run folder or a "
+                                "token corpus)")
     return candidate
 
 
@@ -63,6 +73,9 @@ def tokenize_corpus(
     finally:
         engine_impl.shutdown()
     out = Store(tokens_root, storage_options)
+    if not out.exists(CHECKPOINT_NAME):
+        with open(checkpoint, "rb") as f:
+            out.write_bytes(CHECKPOINT_NAME, f.read())
     shards.sort(key=lambda s: s.path)
     write_index(out, f"shards/{version}/index.json", version, shards)
     out.write_json(f"rejects/{version}.json", [asdict(r) for r in rejects])
@@ -82,7 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipelines.tokenize", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", required=True, help="corpus root (local or s3://)")
-    p.add_argument("--codec", required=True, help="codec checkpoint file, or a codec run folder with codec.pt")
+    p.add_argument("--codec", required=True, help="codec checkpoint file, or a codec training run folder (its latest export)")
     p.add_argument("--version", help="corpus version (default: the current one)")
     p.add_argument("--engine", choices=["ray", "inline"], default="ray")
     p.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")

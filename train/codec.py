@@ -8,8 +8,13 @@ happen inside the quantizer); after ``adversarial_start`` steps the multi-scale 
 discriminator takes a hinge step on real vs reconstructed audio, and the codec's loss adds the
 adversarial and feature-matching terms to the multi-scale mel/STFT reconstruction and
 commitment losses. Eval reports mel distance, SI-SDR, STOI, PESQ and codebook usage/perplexity
-on held-out crops. ``codec.pt`` in the run folder always holds the latest weights: what
-``pipelines.tokenize`` and ``train.respond`` load.
+on crops of held-out recordings (``eval_data``'s split; training never reads them).
+
+Every checkpoint exports the codec to ``exports/codec-step-N.pt``, a file written once and never
+rewritten (its sha256 is the codec id the token corpus records), and then points
+``codec.json`` at it; a run folder given to ``pipelines.tokenize`` or ``train.respond`` means
+that latest export. Exports are pruned with their checkpoints: the token corpus keeps its own
+copy of the codec it was made with.
 """
 from __future__ import annotations
 
@@ -22,14 +27,15 @@ import torch
 from torch import nn
 
 from catalog.store import Store
-from model.codec import CHECKPOINT_NAME, CODEC_PRESETS, Codec, CodecConfig
+from model.codec import CODEC_PRESETS, LATEST_EXPORT, Codec, CodecConfig
 from model.codec_losses import (discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss,
                                 multiscale_mel_stft_loss)
 from model.codec_metrics import CodebookUsage, MetricAverager, reconstruction_metrics
 from model.discriminator import MultiScaleSTFTDiscriminator
 from train import checkpoint
-from train.common import (adamw, autocast, cli, data_resume, export_weights, loader_config, save_run_record,
-                          seed_everything, shard_urls_for, to_device)
+from stages.corpus.tokens import codec_id_for
+from train.common import (DataCounts, PaddingMeter, adamw, autocast, cli, data_resume, export_weights, loader_config,
+                          save_run_record, seed_everything, shard_urls_for, to_device)
 from train.config import CodecTrainConfig, ConfigError, DataConfig
 from train.distributed import Dist, all_reduce_mean, average_gradients, setup, teardown, unwrap, wrap
 from train.logs import MetricsLog
@@ -45,14 +51,31 @@ def model_config(cfg: CodecTrainConfig) -> CodecConfig:
         raise ConfigError(f"bad codec model fields {sorted(cfg.model)}: {e}") from e
 
 
-def _loader(data: DataConfig, mcfg: CodecConfig, d: Dist, resume=None, epochs=None):
+def _loader(data: DataConfig, mcfg: CodecConfig, d: Dist, resume=None, epochs=None, role: str = "train"):
     from train.data import codec_loader
 
     urls, _ = shard_urls_for(data, "codec")
     if not urls:
         raise ConfigError(f"no codec shards in {data.corpus or data.shards}")
-    lcfg = loader_config(data, sample_rate=mcfg.sample_rate, pad_to_multiple=mcfg.hop_length)
+    lcfg = loader_config(data, role, sample_rate=mcfg.sample_rate, pad_to_multiple=mcfg.hop_length,
+                         max_batch_seconds=data.max_batch_s)
     return codec_loader(urls, lcfg, rank=d.rank, world_size=d.world_size, resume=resume, epochs=epochs)
+
+
+def export_path(step: int) -> str:
+    return f"exports/codec-step-{step:06d}.pt"
+
+
+def export_codec(store: Store, step: int, codec: Codec, d: Dist, keep: int) -> None:
+    """Write this step's export, point codec.json at it, prune exports of pruned checkpoints."""
+    rel = export_path(step)
+    sha256 = export_weights(store, rel, codec, codec.config_dict(), d.is_main)
+    if not d.is_main:
+        return
+    store.write_json(LATEST_EXPORT, {"path": rel, "step": step, "sha256": sha256, "id": codec_id_for(sha256)})
+    exports = sorted(p.rsplit("/", 1)[-1] for p in store.list("exports") if p.endswith(".pt"))
+    for old in exports[:-keep]:
+        store.remove(f"exports/{old}")
 
 
 @torch.no_grad()
@@ -62,7 +85,7 @@ def evaluate(codec: Codec, cfg: CodecTrainConfig, mcfg: CodecConfig, d: Dist) ->
     codec.eval()
     metrics = MetricAverager()
     usage = CodebookUsage(mcfg.n_codebooks, mcfg.codebook_size)
-    for i, batch in enumerate(_loader(cfg.eval_data, mcfg, d)):
+    for i, batch in enumerate(_loader(cfg.eval_data, mcfg, d, role="eval")):
         if i >= cfg.run.eval_batches:
             break
         audio = batch["audio"].to(d.device)
@@ -121,6 +144,7 @@ def _train(cfg: CodecTrainConfig, d: Dist, stop_after: Optional[int]) -> dict[st
     log = MetricsLog(store, d.is_main, cfg.run.tensorboard_dir)
     batches = iter(_loader(cfg.data, mcfg, d, resume=saved_data))
     o, w = cfg.optim, cfg.loss
+    counts, padding = DataCounts(), PaddingMeter()
     seconds_seen, t0 = 0.0, time.perf_counter()
     last: dict[str, float] = {}
     while step < o.max_steps and (stop_after is None or step < stop_after):
@@ -133,6 +157,8 @@ def _train(cfg: CodecTrainConfig, d: Dist, stop_after: Optional[int]) -> dict[st
         for _ in range(o.grad_accum):
             batch = next(batches)
             data_state.update(batch)
+            counts.update(batch)
+            padding.add({"audio_real": int(batch["mask"].sum()), "audio_total": batch["mask"].numel()})
             batch = to_device(batch, d.device)
             audio, mask = batch["audio"], batch["mask"][:, None, :].to(batch["audio"].dtype)
             seconds_seen += float(batch["lengths"].sum()) / mcfg.sample_rate
@@ -175,14 +201,15 @@ def _train(cfg: CodecTrainConfig, d: Dist, stop_after: Optional[int]) -> dict[st
         if step % cfg.run.log_every == 0 or step == o.max_steps:
             elapsed = time.perf_counter() - t0
             log.log(step, "train", {**last, "audio_s_per_s": seconds_seen * d.world_size / max(elapsed, 1e-9),
-                                    "corrupt_samples": int(batch.get("n_corrupt", 0))})
+                                    **padding.shares(), **counts.metrics()})
             seconds_seen, t0 = 0.0, time.perf_counter()
+            padding.reset()
         if cfg.eval_data is not None and (step % cfg.run.eval_every == 0 or step == o.max_steps):
             log.log(step, "eval", evaluate(unwrap(g), cfg, mcfg, d))
         if step % cfg.run.ckpt_every == 0 or step == o.max_steps:
             checkpoint.save(store, d, step, models, optimizers, {"model_config": unwrap(g).config_dict()},
                             {"data": data_state.state_dict()}, cfg.run.keep_checkpoints)
-            export_weights(store, CHECKPOINT_NAME, codec, codec.config_dict(), d.is_main)
+            export_codec(store, step, codec, d, cfg.run.keep_checkpoints)
             log.flush()
     log.close()
     return {"step": step, **last}

@@ -18,6 +18,9 @@ class ConfigError(ValueError):
     pass
 
 
+DEFAULT_BUCKETS_S = (2.0, 3.0, 4.5, 7.0, 10.0, 15.0, 22.0, 32.0, 45.0, 64.0)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -47,11 +50,29 @@ class DataConfig(_Strict):
     shuffle_buffer: int = Field(1000, ge=0)
     seed: int = 0
     crop_seconds: float = Field(1.0, gt=0)  # codec training crops
-    max_user_frames: int = Field(750, gt=0)  # S2S: 15 s at 50 Hz
-    max_context_frames: int = Field(1500, ge=0)
-    max_ai_frames: int = Field(750, gt=0)
-    n_voices: int = Field(256, ge=1)
-    text: bool = False
+    # Length buckets (boundaries in seconds; S2S samples bucket on encoder and AI-turn seconds)
+    # and a budget of padded seconds per batch (samples x the longest of each stream, summed
+    # over the streams; frames = seconds x the codec's frame rate). batch_size stays the cap.
+    bucket_boundaries_s: list[float] = Field(default_factory=lambda: list(DEFAULT_BUCKETS_S))
+    max_batch_s: Optional[float] = Field(None, gt=0)
+    # S2S turn limits in seconds. None: segmentation's max_turn_s (stages.config.SegmentConfig),
+    # so the loader keeps every turn segmentation lets through. The user turn and the context
+    # keep their ends; an AI turn over the limit is skipped (counted ai_turn_too_long) or, with
+    # long_ai_turns=no_eos, cropped and trained without end-of-turn.
+    max_user_s: Optional[float] = Field(None, gt=0)
+    max_context_s: float = Field(60.0, ge=0)
+    max_ai_s: Optional[float] = Field(None, gt=0)
+    long_ai_turns: Literal["skip", "no_eos"] = "skip"
+    # Text stream (used when the model has one): the user transcript is left out of this share
+    # of samples, so the model also learns to answer from audio alone, as train.respond does
+    # without --user-text.
+    user_text_dropout: float = Field(0.5, ge=0, le=1)
+    max_text_bytes: int = Field(512, ge=1)
+    # Splits: the JSON's `split` column when the corpus has one, else a held-out share of
+    # recordings (by a hash of the recording id). None: "train" for data, "valid" for eval_data.
+    split: Optional[Literal["train", "valid", "test", "all"]] = None
+    holdout: float = Field(0.02, ge=0, lt=1)
+    verify_length_tolerance_s: float = Field(0.05, ge=0)  # decoded audio vs the JSON's duration
     # Fine-tuning subsets: a DuckDB query over the corpus catalog returning a pair_id column,
     # e.g. "SELECT pair_id FROM pairs WHERE lang = 'te' AND source = 'fisher'".
     filter_sql: Optional[str] = None
@@ -63,6 +84,9 @@ class DataConfig(_Strict):
         if self.filter_sql and not self.corpus:
             raise ValueError("filter_sql needs 'corpus': it queries that corpus's catalog")
         return self
+
+    def same_source(self, other: "DataConfig") -> bool:
+        return (self.corpus, self.version, self.tokens, self.shards) == (other.corpus, other.version, other.tokens, other.shards)
 
     def storage_options(self) -> dict[str, Any]:
         return {"client_kwargs": {"endpoint_url": self.endpoint_url}} if self.endpoint_url else {}
@@ -95,6 +119,17 @@ class DiscriminatorConfig(_Strict):
     n_ffts: list[int] = Field(default_factory=lambda: [2048, 1024, 512, 256, 128])
 
 
+def _eval_is_held_out(data: "DataConfig", eval_data: Optional["DataConfig"]) -> None:
+    """Eval data read from the training corpus must be its held-out split, chosen alike."""
+    if eval_data is None or not data.same_source(eval_data):
+        return
+    if (eval_data.split or "valid") in ("train", "all") or (data.split or "train") in ("valid", "all"):
+        raise ValueError("eval_data reads the training corpus: it needs split valid/test and data split train")
+    if eval_data.holdout != data.holdout:
+        raise ValueError(f"eval_data.holdout ({eval_data.holdout}) differs from data.holdout ({data.holdout}): "
+                         "the held-out recordings would overlap the training ones")
+
+
 class CodecTrainConfig(_Strict):
     preset: str = "50hz"
     model: dict[str, Any] = Field(default_factory=dict)  # overrides of the preset's fields
@@ -108,15 +143,28 @@ class CodecTrainConfig(_Strict):
     eval_data: Optional[DataConfig] = None
     run: RunConfig
 
+    @model_validator(mode="after")
+    def _held_out(self) -> "CodecTrainConfig":
+        _eval_is_held_out(self.data, self.eval_data)
+        return self
+
 
 class S2STrainConfig(_Strict):
     preset: str = "small"
+    # Overrides of the preset. n_codebooks / codebook_size come from the token corpus's codec
+    # (set them only to check, or n_codebooks to use fewer); n_voices is the voice table's size.
     model: dict[str, Any] = Field(default_factory=dict)
     init_from: Optional[str] = None  # a pre-training run's checkpoint folder (fine-tuning)
+    min_voice_pairs: int = Field(20, ge=1)  # fewer AI pairs: the voice shares the unknown index
     optim: OptimConfig = OptimConfig()
     data: DataConfig
     eval_data: Optional[DataConfig] = None
     run: RunConfig
+
+    @model_validator(mode="after")
+    def _held_out(self) -> "S2STrainConfig":
+        _eval_is_held_out(self.data, self.eval_data)
+        return self
 
 
 def load_config(cls: type[BaseModel], path: Optional[str], overrides: Sequence[str] = ()):

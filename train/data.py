@@ -8,17 +8,24 @@ Three loaders, all ``torch.utils.data.DataLoader(batch_size=None)`` over a ``Sha
 - ``pair_audio_loader``: ``pairs-*.tar`` -> user/AI/context waveforms (tokenizing, evaluation).
 
 Conventions: masks are bool, True = real; padded audio is 0.0; padded codes and text tokens
-are ``PAD_ID`` (-1), which no model may read unmasked. A sample that cannot be used is
+are ``PAD_ID`` (-1), which no model may read unmasked. Every audio member is decoded whole and
+verified before its sample enters a batch (``decode_verified``: FLAC's MD5 of the audio and
+its sample count, and the length against the JSON's duration). A sample that cannot be used is
 skipped and counted by reason (``n_corrupt``/``corrupt_reasons`` on every batch):
-``missing_member``, ``bad_json``, ``undecodable_audio``, ``audio_empty``, ``audio_not_mono``,
-``audio_not_finite``, ``undecodable_npy``, ``codes_bad_dtype``, ``codes_bad_shape``,
-``codes_out_of_range``; whole shards: ``shard_missing``, ``shard_corrupt`` (a truncated tar
-keeps the samples before the damage).
+``missing_member``, ``bad_json``, ``undecodable_audio``, ``audio_checksum_mismatch``,
+``audio_length_mismatch``, ``audio_empty``, ``audio_not_mono``, ``audio_not_finite``,
+``undecodable_npy``, ``codes_bad_dtype``, ``codes_bad_shape``, ``codes_out_of_range``; whole
+shards: ``shard_missing``, ``shard_corrupt`` (a truncated tar keeps the samples before the
+damage), ``shard_checksum`` (sha256 differs from the index; see train/shards.py for what that
+can and cannot drop). Sound samples a setting leaves out are counted apart
+(``skipped_reasons``): ``ai_turn_too_long``.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import math
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
@@ -26,6 +33,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
+from model.s2s import text_bytes
 from stages.audio.decode import resample
 from train.shards import (
     CorruptSample,
@@ -33,7 +41,9 @@ from train.shards import (
     LoaderConfig,
     Measured,
     Resume,
+    ShardRef,
     ShardStream,
+    shard_refs,
     shard_urls,
     stable_hash,
 )
@@ -42,51 +52,140 @@ __all__ = [
     "PAD_ID",
     "DataState",
     "LoaderConfig",
+    "ShardRef",
     "ShardStream",
     "codec_loader",
+    "decode_verified",
+    "padding_stats",
     "pair_audio_loader",
+    "shard_refs",
     "shard_urls",
     "token_loader",
-    "voice_id",
 ]
 
 PAD_ID = -1
-Urls = Union[str, Sequence[str]]
+Urls = Union[str, ShardRef, Sequence[Union[str, ShardRef]]]
 
 
-# --- shared decoding helpers ------------------------------------------------------------------
+# --- verified audio decoding ------------------------------------------------------------------
 
 
-def _check_audio(x: np.ndarray, what: str) -> np.ndarray:
-    if x.size == 0:
-        raise CorruptSample("audio_empty", f"{what} has no samples")
-    if not np.isfinite(x).all():
-        raise CorruptSample("audio_not_finite", f"{what} holds NaN or inf")
-    return x
+@dataclass(frozen=True)
+class FlacInfo:
+    """FLAC's STREAMINFO block: what the encoder says the audio is."""
+
+    sample_rate: int
+    channels: int
+    bits: int
+    frames: int  # 0 = unknown
+    md5: bytes  # of the interleaved little-endian samples; all zero = not computed
 
 
-def decode_mono(data: bytes, sample_rate: int, what: str = "audio") -> np.ndarray:
-    """Whole mono audio (FLAC or anything libsndfile reads) as float32 at ``sample_rate``."""
+def flac_info(data: bytes) -> Optional[FlacInfo]:
+    """STREAMINFO of FLAC bytes; None for other formats (WAV...)."""
+    if data[:4] != b"fLaC":
+        return None
+    if len(data) < 42 or data[4] & 0x7F != 0 or int.from_bytes(data[5:8], "big") != 34:
+        raise CorruptSample("undecodable_audio", "FLAC without a STREAMINFO block first")
+    x = int.from_bytes(data[18:26], "big")
+    return FlacInfo(sample_rate=x >> 44, channels=((x >> 41) & 7) + 1, bits=((x >> 36) & 31) + 1,
+                    frames=x & ((1 << 36) - 1), md5=bytes(data[26:42]))
+
+
+def _pcm_md5(raw: np.ndarray, bits: int) -> Optional[bytes]:
+    """FLAC's MD5 over the decoded samples (libsndfile returns them left-aligned in int16/int32)."""
+    if bits == 16:
+        return hashlib.md5(raw.astype("<i2").tobytes()).digest()
+    if bits == 8:
+        return hashlib.md5((raw >> 8).astype("i1").tobytes()).digest()
+    if bits == 24:
+        packed = (raw >> 8).astype("<i4").view(np.uint8).reshape(-1, 4)[:, :3]
+        return hashlib.md5(packed.tobytes()).digest()
+    return None
+
+
+def decode_verified(data: bytes, what: str, expected_s: Optional[float] = None,
+                    tolerance_s: float = 0.05) -> tuple[np.ndarray, int]:
+    """The whole audio of a member as float32 ``[frames, channels]`` and its rate, verified.
+
+    FLAC is decoded to integers so that its own MD5 of the audio (STREAMINFO) can be checked,
+    together with its sample count; any format's length is checked against ``expected_s`` (the
+    JSON's duration) within ``tolerance_s``. Raises CorruptSample: ``undecodable_audio``
+    (libsndfile refuses it: FLAC's frame CRCs catch most damage), ``audio_checksum_mismatch``,
+    ``audio_length_mismatch``, ``audio_empty``, ``audio_not_finite``."""
+    info = flac_info(data)
     try:
-        x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        if info is not None and info.bits <= 16:
+            raw, sr = sf.read(io.BytesIO(data), dtype="int16", always_2d=True)
+            x = raw.astype(np.float32) / 32768.0  # exactly libsndfile's float conversion
+        elif info is not None:
+            raw, sr = sf.read(io.BytesIO(data), dtype="int32", always_2d=True)
+            x = raw.astype(np.float32) / 2147483648.0
+        else:
+            raw, (x, sr) = None, sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as e:  # libsndfile raises several types on garbage
         raise CorruptSample("undecodable_audio", f"{what}: {e}") from e
+    if info is not None:
+        if info.frames and raw.shape[0] != info.frames:
+            raise CorruptSample("audio_length_mismatch", f"{what}: decoded {raw.shape[0]} samples, "
+                                                         f"its header says {info.frames}")
+        if any(info.md5):
+            digest = _pcm_md5(raw, info.bits)
+            if digest is not None and digest != info.md5:
+                raise CorruptSample("audio_checksum_mismatch", f"{what}: the audio's MD5 differs from its header's")
+    if x.shape[0] == 0:
+        raise CorruptSample("audio_empty", f"{what} has no samples")
+    if expected_s is not None and abs(x.shape[0] / sr - expected_s) > tolerance_s:
+        raise CorruptSample("audio_length_mismatch", f"{what}: {x.shape[0] / sr:.3f} s, its JSON says {expected_s:.3f} s")
+    if not np.isfinite(x).all():
+        raise CorruptSample("audio_not_finite", f"{what} holds NaN or inf")
+    return x, int(sr)
+
+
+def decode_mono(data: bytes, sample_rate: int, what: str = "audio", expected_s: Optional[float] = None,
+                tolerance_s: float = 0.05) -> np.ndarray:
+    """Whole mono audio (FLAC or anything libsndfile reads), verified, as float32 at ``sample_rate``."""
+    x, sr = decode_verified(data, what, expected_s, tolerance_s)
     if x.shape[1] != 1:
         raise CorruptSample("audio_not_mono", f"{what} has {x.shape[1]} channels")
-    x = _check_audio(np.ascontiguousarray(x[:, 0]), what)
+    x = np.ascontiguousarray(x[:, 0])
     return resample(x, sr, sample_rate)[0] if sr != sample_rate else x
 
 
-def _audio_seconds(meta: dict[str, Any], field: str, data: bytes, what: str) -> float:
+def _number(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def clip_seconds(meta: dict[str, Any], name: str) -> Optional[float]:
+    """The expected length of member ``<name>.flac`` of a pair: its clip bounds
+    (``<name>_clip_start_s``/``<name>_clip_end_s``, clips cut with margins) when the JSON has
+    them, else the turn's duration (the context: ``context_start_s`` to ``user_start_s``)."""
+    start, end = _number(meta.get(f"{name}_clip_start_s")), _number(meta.get(f"{name}_clip_end_s"))
+    if start is not None and end is not None and end >= start:
+        return end - start
+    if name == "context":
+        start, user = _number(meta.get("context_start_s")), _number(meta.get("user_start_s"))
+        return user - start if start is not None and user is not None and user >= start else None
+    value = _number(meta.get(f"{name}_duration_s"))
+    return value if value is not None and value >= 0 else None
+
+
+def _audio_seconds(value: Optional[float], data: bytes, what: str) -> float:
     """Length from the JSON (cheap); the audio header when the JSON lacks it."""
-    value = meta.get(field)
-    if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
+    if value is not None and value >= 0:
         return float(value)
     try:
         info = sf.info(io.BytesIO(data))
     except Exception as e:
         raise CorruptSample("undecodable_audio", f"{what}: {e}") from e
     return info.frames / float(info.samplerate or 1)
+
+
+def _chunk_seconds(meta: dict[str, Any]) -> Optional[float]:
+    start, end = _number(meta.get("start_s")), _number(meta.get("end_s"))
+    if start is not None and end is not None:
+        return max(0.0, end - start)
+    return _number(meta.get("duration_s"))
 
 
 def _padded_length(n: int, multiple: int) -> int:
@@ -126,11 +225,6 @@ def _pad_tokens(seqs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, mask
 
 
-def voice_id(speaker_id: str, n_voices: int) -> int:
-    """The AI speaker's voice bucket: a stable hash (same in every process and run)."""
-    return stable_hash(str(speaker_id)) % n_voices
-
-
 # --- codec chunks -----------------------------------------------------------------------------
 
 
@@ -138,7 +232,7 @@ class CodecSpec:
     """``codec-*.tar``: ``flac`` + ``json`` (CodecChunk) -> a crop of ``crop_seconds``.
 
     The crop start is drawn from (seed, epoch, key), so a sample's crop is reproducible and
-    differs between epochs. At the corpus rate only the crop is decoded (FLAC seeks).
+    differs between epochs. The whole chunk is decoded and verified before it is cropped.
     """
 
     required = ("flac",)
@@ -148,29 +242,13 @@ class CodecSpec:
         self.crop = max(1, int(round(cfg.crop_seconds * cfg.sample_rate)))
 
     def measure(self, sample: dict[str, Any], meta: dict[str, Any]) -> tuple[float, tuple[float, ...]]:
-        start, end = meta.get("start_s"), meta.get("end_s")
-        if isinstance(start, (int, float)) and isinstance(end, (int, float)) and math.isfinite(end - start):
-            meta = {**meta, "duration_s": max(0.0, float(end) - float(start))}
-        seconds = _audio_seconds(meta, "duration_s", sample["flac"], "flac")
+        seconds = _audio_seconds(_chunk_seconds(meta), sample["flac"], "flac")
         return seconds, (min(seconds, self.cfg.crop_seconds),)
 
     def decode(self, item: Measured, seed: int, epoch: int) -> np.ndarray:
         rng = np.random.default_rng([seed, epoch, stable_hash(item.sample["__key__"])])
-        try:
-            with sf.SoundFile(io.BytesIO(item.sample["flac"])) as f:
-                if f.channels != 1:
-                    raise CorruptSample("audio_not_mono", f"flac has {f.channels} channels")
-                if f.samplerate == self.cfg.sample_rate and f.frames > self.crop:
-                    f.seek(int(rng.integers(0, f.frames - self.crop + 1)))
-                    return _check_audio(f.read(self.crop, dtype="float32"), "flac")
-                x, sr = f.read(dtype="float32"), f.samplerate
-        except CorruptSample:
-            raise
-        except Exception as e:
-            raise CorruptSample("undecodable_audio", f"flac: {e}") from e
-        x = _check_audio(x, "flac")
-        if sr != self.cfg.sample_rate:
-            x = resample(x, sr, self.cfg.sample_rate)[0]
+        x = decode_mono(item.sample["flac"], self.cfg.sample_rate, "flac", _chunk_seconds(item.meta),
+                        self.cfg.length_tolerance_s)
         if x.shape[0] > self.crop:
             start = int(rng.integers(0, x.shape[0] - self.crop + 1))
             x = x[start : start + self.crop]
@@ -187,16 +265,9 @@ class CodecSpec:
 _STREAMS = ("user", "context", "ai")
 
 
-def _context_seconds(meta: dict[str, Any]) -> Optional[float]:
-    start, user = meta.get("context_start_s"), meta.get("user_start_s")
-    if isinstance(start, (int, float)) and isinstance(user, (int, float)) and user >= start:
-        return float(user) - float(start)
-    return None
-
-
 class PairAudioSpec:
     """``pairs-*.tar``: ``user.flac``, ``ai.flac``, optional ``context.flac``, ``json`` (Pair)
-    -> whole waveforms (no truncation), padded per stream."""
+    -> whole waveforms (no truncation), verified, padded per stream."""
 
     required = ("user.flac", "ai.flac")
 
@@ -204,19 +275,20 @@ class PairAudioSpec:
         self.cfg = cfg
 
     def measure(self, sample: dict[str, Any], meta: dict[str, Any]) -> tuple[float, tuple[float, ...]]:
-        u = _audio_seconds(meta, "user_duration_s", sample["user.flac"], "user.flac")
-        a = _audio_seconds(meta, "ai_duration_s", sample["ai.flac"], "ai.flac")
-        c = 0.0
-        if "context.flac" in sample:
-            c = _audio_seconds({"c": _context_seconds(meta)}, "c", sample["context.flac"], "context.flac")
-        return u + c + a, (u, c, a)
+        lengths = [
+            _audio_seconds(clip_seconds(meta, name), sample[f"{name}.flac"], f"{name}.flac")
+            if f"{name}.flac" in sample else 0.0
+            for name in _STREAMS
+        ]
+        return sum(lengths), tuple(lengths)
 
     def decode(self, item: Measured, seed: int, epoch: int) -> dict[str, Any]:
         sr = self.cfg.sample_rate
         out: dict[str, Any] = {"meta": item.meta, "pair_id": str(item.meta.get("pair_id", item.sample["__key__"]))}
         for name in _STREAMS:
             data = item.sample.get(f"{name}.flac")
-            out[name] = decode_mono(data, sr, f"{name}.flac") if data is not None else np.zeros(0, np.float32)
+            out[name] = (decode_mono(data, sr, f"{name}.flac", clip_seconds(item.meta, name), self.cfg.length_tolerance_s)
+                         if data is not None else np.zeros(0, np.float32))
         return out
 
     def collate(self, decoded: list[dict[str, Any]]) -> dict[str, Any]:
@@ -250,46 +322,72 @@ def _check_codes_layout(shape: tuple[int, ...], dtype: np.dtype, k: int, what: s
         raise CorruptSample("codes_bad_shape", f"{what} is shaped {shape}, want [>={k}, frames]")
 
 
+def frames_for(seconds: float, frame_rate: float) -> int:
+    """The frame limit a limit in seconds gives at a codec's frame rate (750 at 12.5 Hz = 60 s)."""
+    return int(math.floor(seconds * frame_rate + 1e-6))
+
+
 class TokenSpec:
     """``tokens-*.tar``: ``user.npy``, ``ai.npy``, optional ``context.npy`` (int16
     [n_codebooks, frames]) + ``json`` (Pair + ``codec``) -> the S2SModel batch.
 
-    Truncation: the user turn keeps its first ``max_user_frames`` frames, the AI turn its first
-    ``max_ai_frames``, the context its *last* ``max_context_frames`` (the turns nearest the
-    user's). Codes with more codebooks than ``n_codebooks`` keep the first ones (RVQ order:
-    coarse first); fewer is ``codes_bad_shape``. Lengths for bucketing come from the npy
-    headers (exact, no array is read); seconds use the JSON's ``codec.frame_rate``.
-    Text (``cfg.text``): the turns' UTF-8 bytes (0..255), first ``max_text_bytes``.
+    Limits are in seconds, turned into frames with the sample's ``codec.frame_rate``: the user
+    turn keeps its last ``max_user_s`` (its end is what the answer replies to), the context its
+    last ``max_context_s`` (the turns nearest the user's). An AI turn longer than ``max_ai_s``
+    is skipped and counted as ``ai_turn_too_long`` (``long_ai="skip"``), or with
+    ``long_ai="no_eos"`` kept to its first ``max_ai_s`` with ``ai_eos`` False: the model then
+    learns no end-of-turn for it, never a false one. Codes with more codebooks than
+    ``n_codebooks`` keep the first ones (RVQ order: coarse first); fewer is ``codes_bad_shape``.
+    Lengths for bucketing come from the npy headers (exact, no array is read).
+
+    Text (``cfg.text``): ``model.s2s.text_bytes`` of the turns. The user text keeps its end
+    (like the audio) and is left out of a share ``user_text_dropout`` of samples, drawn from
+    (seed, epoch, key), so the model also learns to answer without it, as ``train.respond``
+    does when given no transcript. The AI text is a CTC target only when it is whole
+    (``ai_text_ok``): not for a cropped turn, nor when longer than ``max_text_bytes``.
+    Voices: ``cfg.voices`` maps the JSON's ``ai_speaker_id`` to a voice index (0: unknown).
     """
 
     required = ("user.npy", "ai.npy")
 
     def __init__(self, cfg: LoaderConfig):
         self.cfg = cfg
-        self.limits = {"user": cfg.max_user_frames, "context": cfg.max_context_frames, "ai": cfg.max_ai_frames}
+        self.limits = {"user": cfg.max_user_s, "context": cfg.max_context_s, "ai": cfg.max_ai_s}
 
-    def measure(self, sample: dict[str, Any], meta: dict[str, Any]) -> tuple[float, tuple[float, ...]]:
+    @staticmethod
+    def frame_rate(meta: dict[str, Any]) -> float:
         codec = meta.get("codec")
         rate = codec.get("frame_rate") if isinstance(codec, dict) else None
         if not isinstance(rate, (int, float)) or not rate > 0:
             raise CorruptSample("bad_json", "no codec.frame_rate")
+        return float(rate)
+
+    def measure(self, sample: dict[str, Any], meta: dict[str, Any]) -> tuple[tuple[float, float], tuple[float, ...]]:
+        rate = self.frame_rate(meta)
         if not isinstance(meta.get("ai_speaker_id"), str):
             raise CorruptSample("bad_json", "no ai_speaker_id")
-        frames = []
+        frames = {}
         for name in _STREAMS:
             data = sample.get(f"{name}.npy")
             if data is None:
-                frames.append(0)
+                frames[name] = 0
                 continue
             shape, dtype = _npy_header(data, f"{name}.npy")
             _check_codes_layout(shape, dtype, self.cfg.n_codebooks, f"{name}.npy")
-            frames.append(min(shape[1], self.limits[name]))
-        return sum(frames) / float(rate), tuple(float(f) for f in frames)
+            limit = frames_for(self.limits[name], rate)
+            if name == "ai" and shape[1] > limit and self.cfg.long_ai == "skip":
+                raise CorruptSample("ai_turn_too_long", f"{shape[1] / rate:.1f} s > max_ai_s {self.cfg.max_ai_s:g}",
+                                    corrupt=False)
+            frames[name] = min(shape[1], limit)
+        # Two bucket axes: the encoder's length (context + user) and the decoder's (AI turn).
+        seconds = ((frames["user"] + frames["context"]) / rate, frames["ai"] / rate)
+        return seconds, tuple(float(frames[name]) for name in _STREAMS)
 
-    def _codes(self, data: Optional[bytes], name: str) -> np.ndarray:
+    def _codes(self, data: Optional[bytes], name: str, rate: float) -> tuple[np.ndarray, bool]:
+        """(codes, whole): the stream's kept codes and whether nothing was cut."""
         k = self.cfg.n_codebooks
         if data is None:
-            return np.zeros((k, 0), np.int16)
+            return np.zeros((k, 0), np.int16), True
         try:
             codes = np.load(io.BytesIO(data), allow_pickle=False)
         except Exception as e:
@@ -298,23 +396,37 @@ class TokenSpec:
         if name != "context" and codes.shape[1] == 0:
             raise CorruptSample("codes_bad_shape", f"{name}.npy has no frames")
         codes = codes[:k]
-        limit = self.limits[name]
-        codes = codes[:, max(0, codes.shape[1] - limit) :] if name == "context" else codes[:, :limit]
+        limit = frames_for(self.limits[name], rate)
+        whole = codes.shape[1] <= limit
+        # The user turn and the context keep their ends; the AI turn its start.
+        codes = codes[:, :limit] if name == "ai" else codes[:, max(0, codes.shape[1] - limit) :]
         size = self.cfg.codebook_size
         if codes.size and (codes.min() < 0 or (size is not None and codes.max() >= size)):
             raise CorruptSample("codes_out_of_range", f"{name}.npy holds {codes.min()}..{codes.max()}")
-        return codes
+        return codes, whole
 
     def decode(self, item: Measured, seed: int, epoch: int) -> dict[str, Any]:
         meta = item.meta
-        out: dict[str, Any] = {name: self._codes(item.sample.get(f"{name}.npy"), name) for name in _STREAMS}
-        out["voice"] = voice_id(meta["ai_speaker_id"], self.cfg.n_voices)
+        rate = self.frame_rate(meta)
+        out: dict[str, Any] = {}
+        for name in _STREAMS:
+            out[name], whole = self._codes(item.sample.get(f"{name}.npy"), name, rate)
+            if name == "ai":
+                out["eos"] = whole
+        voices = self.cfg.voices
+        out["voice"] = int(voices.get(meta["ai_speaker_id"], 0)) if voices else 0
         out["pair_id"] = str(meta.get("pair_id", item.sample["__key__"]))
         if self.cfg.text:
-            for name in ("user", "ai"):
-                text = meta.get(f"{name}_text")
-                raw = text.encode("utf-8")[: self.cfg.max_text_bytes] if isinstance(text, str) else b""
-                out[f"{name}_text"] = np.frombuffer(raw, dtype=np.uint8)
+            limit = self.cfg.max_text_bytes
+            user = meta.get("user_text") if isinstance(meta.get("user_text"), str) else ""
+            p = self.cfg.user_text_dropout
+            if p > 0 and np.random.default_rng([seed, epoch, stable_hash(item.sample["__key__"]), 0x7478]).random() < p:
+                user = ""
+            out["user_text"] = np.frombuffer(text_bytes(user, limit, keep_end=True), dtype=np.uint8)
+            ai = meta.get("ai_text") if isinstance(meta.get("ai_text"), str) else ""
+            raw = ai.encode("utf-8")
+            out["ai_text_ok"] = bool(out["eos"] and 0 < len(raw) <= limit)
+            out["ai_text"] = np.frombuffer(raw if out["ai_text_ok"] else b"", dtype=np.uint8)
         return out
 
     def collate(self, decoded: list[dict[str, Any]]) -> dict[str, Any]:
@@ -322,12 +434,27 @@ class TokenSpec:
         batch: dict[str, Any] = {}
         for name in _STREAMS:
             batch[f"{name}_codes"], batch[f"{name}_mask"] = _pad_codes([d[name] for d in decoded], k)
+        batch["ai_eos"] = torch.tensor([d["eos"] for d in decoded], dtype=torch.bool)
         batch["ai_voice"] = torch.tensor([d["voice"] for d in decoded], dtype=torch.long)
         if self.cfg.text:
             for name in ("user", "ai"):
                 batch[f"{name}_text"], batch[f"{name}_text_mask"] = _pad_tokens([d[f"{name}_text"] for d in decoded])
+            batch["ai_text_ok"] = torch.tensor([d["ai_text_ok"] for d in decoded], dtype=torch.bool)
         batch["pair_id"] = [d["pair_id"] for d in decoded]
         return batch
+
+
+def padding_stats(batch: dict[str, Any]) -> dict[str, int]:
+    """Real and padded token counts of an S2S batch, as the model lays it out: encoder =
+    context + separator + user frames (+ user text bytes), packed per sample to the longest
+    sample's total; decoder = AI frames + K (the end-of-turn frame and the delay pattern's K-1
+    steps), padded to the longest AI turn."""
+    B, K, Ta = batch["ai_codes"].shape
+    enc = batch["user_mask"].sum(1) + batch["context_mask"].sum(1) + 1
+    if "user_text_mask" in batch:
+        enc = enc + batch["user_text_mask"].sum(1)
+    return {"enc_real": int(enc.sum()), "enc_total": B * int(enc.max()) if B else 0,
+            "dec_real": int(batch["ai_mask"].sum()) + B * K, "dec_total": B * (Ta + K)}
 
 
 # --- loaders ----------------------------------------------------------------------------------
@@ -370,10 +497,12 @@ def token_loader(
 ) -> DataLoader:
     """S2SModel batches: ``user_codes``/``context_codes``/``ai_codes`` long [B,K,T] padded with
     ``PAD_ID`` (-1) and bool masks ``user_mask``/``context_mask``/``ai_mask`` [B,T] (context T
-    may be 0), ``ai_voice`` long [B] (``voice_id`` of the JSON's ai_speaker_id modulo
-    ``cfg.n_voices``), with ``cfg.text`` ``user_text``/``ai_text`` long [B,L] UTF-8 bytes padded
-    with -1 plus ``*_text_mask``, and ``pair_id`` (list). Truncation: see ``TokenSpec``. Budget:
-    ``max_batch_frames`` (padded frames of the three streams). ``keep``: pair ids to keep."""
+    may be 0), ``ai_eos`` bool [B] (False: a cropped AI turn, no end-of-turn target),
+    ``ai_voice`` long [B] (``cfg.voices`` index of the JSON's ai_speaker_id, 0 = unknown), with
+    ``cfg.text`` ``user_text``/``ai_text`` long [B,L] UTF-8 bytes padded with -1 plus
+    ``*_text_mask`` and ``ai_text_ok`` bool [B], and ``pair_id`` (list). Limits: see
+    ``TokenSpec``. Buckets on (encoder s, AI s); budget: ``max_batch_frames`` (padded frames of
+    the three streams). ``keep``: pair ids to keep."""
     spec = TokenSpec(cfg)
     stream = ShardStream(urls, spec, cfg, rank, world_size, epochs, resume, keep, max_cost=cfg.max_batch_frames)
     return _loader(stream, cfg)

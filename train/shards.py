@@ -5,10 +5,23 @@ Samples flow through one deterministic pipeline per (DDP rank, dataloader worker
     shard order (shuffled per epoch with the seed, the same on every rank and worker)
     -> this worker's shards (shard i to global worker i % total), or, when there are fewer
        shards than workers, every shard with only the samples whose index % total is this worker's
-    -> raw samples (``{"__key__", ext: bytes}``) streamed from tars through fsspec
-    -> JSON parsed, required members checked, length measured (cheap: no audio is decoded)
+    -> raw samples (``{"__key__", ext: bytes}``) streamed from tars through fsspec, each shard's
+       sha256 computed over the bytes as they are read and compared with the corpus index at
+       the shard's end (``shard_checksum`` counted on a mismatch)
+    -> JSON parsed, required members checked, the split filter (train / valid), length
+       measured (cheap: no audio is decoded)
     -> seeded shuffle buffer -> length buckets -> batches of raw samples
-    -> decode + collate (skipped while fast-forwarding to a resume position)
+    -> decode + verify + collate (skipped while fast-forwarding to a resume position)
+
+What the checksum can and cannot do: a shard is streamed, so its checksum is known only after
+its last sample was read, when the samples before have already gone on towards batches.
+Buffering whole shards (hundreds of MB) to drop them would cost memory and latency, so the
+guarantee is per sample instead: every audio member is fully decoded and verified (FLAC's own
+MD5 of the audio, its sample count, and its length against the JSON's duration) before it
+enters a batch, and a sample that fails is dropped and counted by reason. A checksum mismatch
+is then counted (and logged with the URL) as evidence that the shard needs rebuilding; token
+shards (int16 npy) have no inner checksum, so their damage is caught by the npy header and
+range checks only.
 
 Batches are formed inside the dataset, so a DataLoader runs with ``batch_size=None`` and returns
 the workers' batches round-robin: the trainer's batch n comes from worker n % W. Batch
@@ -40,6 +53,9 @@ CURRENT = "CURRENT.json"
 # --- configuration ----------------------------------------------------------------------------
 
 
+SPLITS = ("train", "valid", "test", "all")
+
+
 @dataclass
 class LoaderConfig:
     """Everything a loader needs besides its shard URLs.
@@ -47,7 +63,12 @@ class LoaderConfig:
     Batches hold at most ``batch_size`` samples and, when a budget is set, at most
     ``max_batch_seconds`` (audio loaders) or ``max_batch_frames`` (token loader) of *padded*
     length: samples x the sum over streams (user, context, ai) of the longest member.
-    ``bucket_boundaries`` (seconds) split samples into length buckets that batch separately.
+    ``bucket_boundaries`` (seconds) split samples into length buckets that batch separately
+    (token samples are bucketed on two axes: encoder seconds and AI-turn seconds).
+
+    ``split`` keeps one split: the JSON's ``split`` field when it has one, otherwise a held-out
+    share ``holdout`` of recordings chosen by a hash of the recording id ("valid"), the rest
+    being "train"; "all" keeps everything.
     """
 
     batch_size: int = 16
@@ -63,19 +84,36 @@ class LoaderConfig:
     prefetch_factor: int = 2
     pin_memory: bool = True  # only ever applied when CUDA is available
     storage_options: dict[str, Any] = field(default_factory=dict)
+    split: str = "all"
+    holdout: float = 0.0
     # audio
     sample_rate: int = 24000
     crop_seconds: float = 1.0  # codec training crops
     pad_to_multiple: int = 1  # audio lengths padded up to a multiple (e.g. the codec hop)
+    # decoded length vs the JSON's duration; covers the JSON's rounding and FLAC block edges
+    length_tolerance_s: float = 0.05
     # tokens
     n_codebooks: int = 8
     codebook_size: Optional[int] = None  # when set, codes outside [0, codebook_size) are corrupt
-    max_user_frames: int = 750
-    max_context_frames: int = 1500
-    max_ai_frames: int = 750
-    n_voices: int = 256
+    # Turn limits in seconds (frames = seconds x the sample's codec frame rate). The user turn
+    # and the context keep their ends; an AI turn over ``max_ai_s`` is skipped and counted
+    # (``long_ai="skip"``) or kept cropped and trained without end-of-turn (``"no_eos"``).
+    max_user_s: float = 30.0
+    max_context_s: float = 60.0
+    max_ai_s: float = 30.0
+    long_ai: str = "skip"
+    voices: Optional[dict[str, int]] = None  # ai_speaker_id -> voice index; missing: 0 (unknown)
     text: bool = False
     max_text_bytes: int = 512
+    user_text_dropout: float = 0.0  # share of samples trained without the user transcript
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.long_ai not in ("skip", "no_eos"):
+            raise ValueError(f"long_ai must be 'skip' or 'no_eos', got {self.long_ai!r}")
+        if not 0.0 <= self.holdout < 1.0 or not 0.0 <= self.user_text_dropout <= 1.0:
+            raise ValueError("holdout must be in [0, 1), user_text_dropout in [0, 1]")
 
 
 # --- shard lists ------------------------------------------------------------------------------
@@ -101,22 +139,34 @@ def expand_urls(urls: Union[str, Iterable[str]]) -> list[str]:
     return out
 
 
-def shard_urls(
+@dataclass(frozen=True)
+class ShardRef:
+    """A shard URL with the size and sha256 the corpus index records for it."""
+
+    url: str
+    sha256: Optional[str] = None
+    num_bytes: Optional[int] = None
+
+
+Urls = Union[str, ShardRef, Sequence[Union[str, ShardRef]]]
+
+
+def shard_refs(
     root: Union[str, Sequence[str]],
     kind: str,
     version: Optional[str] = None,
     storage_options: Optional[dict[str, Any]] = None,
-) -> list[str]:
-    """Full URLs of a corpus version's shards of one kind ("codec", "pairs", "tokens"...).
+) -> list[ShardRef]:
+    """A corpus version's shards of one kind ("codec", "pairs", "tokens"...) with their checksums.
 
     ``root`` is a corpus root (local path, ``s3://``, ``gs://``): ``CURRENT.json`` names the
     version unless ``version`` is given, and ``shards/<version>/index.json`` lists the shards.
-    A list of URLs, a brace pattern or a single ``.tar`` URL is returned expanded as it is.
-    Raises FileNotFoundError when there is no corpus/index there, ValueError when the version
-    has no shard of that kind.
+    A list of URLs, a brace pattern or a single ``.tar`` URL is returned expanded as it is
+    (without checksums). Raises FileNotFoundError when there is no corpus/index there,
+    ValueError when the version has no shard of that kind.
     """
     if not isinstance(root, str) or "{" in root or root.endswith(".tar"):
-        return expand_urls(root)
+        return [ShardRef(u) for u in expand_urls(root)]
     base = root.rstrip("/")
     fs, path = fsspec.core.url_to_fs(base, **resolve_storage_options(base, storage_options))
     if version is None:
@@ -133,35 +183,63 @@ def shard_urls(
     except FileNotFoundError as e:
         raise FileNotFoundError(f"corpus {root} has no version {version!r} (shards/{version}/index.json)") from e
     shards = index.get("shards", [])
-    urls = [f"{base}/{s['path']}" for s in shards if s.get("kind") == kind]
-    if not urls:
+    refs = [ShardRef(f"{base}/{s['path']}", s.get("sha256"), s.get("num_bytes")) for s in shards if s.get("kind") == kind]
+    if not refs:
         kinds = sorted({s.get("kind") for s in shards})
         raise ValueError(f"corpus {root} version {version} has no {kind!r} shards (it has {kinds or 'none'})")
-    return urls
+    return refs
+
+
+def shard_urls(
+    root: Union[str, Sequence[str]],
+    kind: str,
+    version: Optional[str] = None,
+    storage_options: Optional[dict[str, Any]] = None,
+) -> list[str]:
+    """The URLs of ``shard_refs`` (same arguments); pass the refs to a loader to have each
+    shard's checksum verified while it streams."""
+    return [r.url for r in shard_refs(root, kind, version, storage_options)]
+
+
+def as_refs(urls: Urls) -> list[ShardRef]:
+    items = [urls] if isinstance(urls, (str, ShardRef)) else list(urls)
+    out: list[ShardRef] = []
+    for u in items:
+        out.extend([u] if isinstance(u, ShardRef) else [ShardRef(x) for x in expand_urls(u)])
+    return out
 
 
 # --- corrupt data -----------------------------------------------------------------------------
 
 
 class CorruptSample(Exception):
-    """A sample that cannot be used; ``reason`` is a stable snake_case code."""
+    """A sample that cannot be used; ``reason`` is a stable snake_case code. ``corrupt=False``
+    marks a sound sample that a setting leaves out (an AI turn over the length limit): it is
+    counted apart from damage."""
 
-    def __init__(self, reason: str, detail: str = ""):
+    def __init__(self, reason: str, detail: str = "", corrupt: bool = True):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.corrupt = corrupt
 
 
 class CorruptCounter:
-    """Running counts of skipped samples and shards by reason, for one worker."""
+    """Running counts of corrupt samples and shards (``reasons``) and of samples left out by a
+    setting (``skipped``), by reason, for one worker."""
 
     def __init__(self) -> None:
         self.reasons: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
 
-    def add(self, reason: str, detail: str = "") -> None:
-        first = reason not in self.reasons
-        self.reasons[reason] = self.reasons.get(reason, 0) + 1
-        (log.warning if first else log.debug)("skipped (%s): %s", reason, detail)
+    def add(self, reason: str, detail: str = "", corrupt: bool = True) -> None:
+        counts = self.reasons if corrupt else self.skipped
+        first = reason not in counts
+        counts[reason] = counts.get(reason, 0) + 1
+        (log.warning if first and corrupt else log.debug)("skipped (%s): %s", reason, detail)
+
+    def add_error(self, e: CorruptSample, key: str) -> None:
+        self.add(e.reason, f"{key}: {e.detail}", e.corrupt)
 
     @property
     def total(self) -> int:
@@ -202,16 +280,52 @@ def _tar_samples(fileobj: Any, url: str) -> Iterator[dict[str, Any]]:
         yield current
 
 
-def iter_shard(url: str, storage_options: dict[str, Any], counter: CorruptCounter) -> Iterator[dict[str, Any]]:
+class _HashingReader:
+    """A read-only file wrapper that hashes and counts the bytes as the tar reader pulls them."""
+
+    def __init__(self, f: Any):
+        self._f = f
+        self.sha256 = hashlib.sha256()
+        self.num_bytes = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self.sha256.update(data)
+        self.num_bytes += len(data)
+        return data
+
+    def drain(self) -> None:
+        """Read what the tar reader left (the end-of-archive blocks) into the hash."""
+        while self.read(1 << 20):
+            pass
+
+
+def iter_shard(ref: Union[str, ShardRef], storage_options: dict[str, Any], counter: CorruptCounter) -> Iterator[dict[str, Any]]:
     """Samples ``{"__key__", "__url__", ext: bytes}`` of one tar; a missing or unreadable shard
-    is counted and yields nothing, a damaged one yields the complete samples before the damage."""
+    is counted and yields nothing, a damaged one yields the complete samples before the damage.
+
+    With a checksum in ``ref`` the bytes are hashed as they stream (no second read); when the
+    whole shard was read and its sha256 or size differs from the index, ``shard_checksum`` is
+    counted. A consumer that stops early leaves the check undone."""
+    ref = ref if isinstance(ref, ShardRef) else ShardRef(ref)
+    url = ref.url
+    reader: Optional[_HashingReader] = None
     try:
         with fsspec.open(url, "rb", **resolve_storage_options(url, storage_options)) as f:
-            yield from _tar_samples(f, url)
+            reader = _HashingReader(f)
+            yield from _tar_samples(reader, url)
+            reader.drain()
     except FileNotFoundError as e:
         counter.add("shard_missing", f"{url}: {e}")
+        return
     except (tarfile.TarError, EOFError, OSError, ValueError) as e:
         counter.add("shard_corrupt", f"{url}: {type(e).__name__}: {e}")
+        return
+    if ref.sha256 and reader is not None:
+        digest = reader.sha256.hexdigest()
+        if digest != ref.sha256 or (ref.num_bytes is not None and reader.num_bytes != ref.num_bytes):
+            counter.add("shard_checksum", f"{url}: sha256 {digest[:16]}.. ({reader.num_bytes} bytes), the index "
+                                          f"says {ref.sha256[:16]}.. ({ref.num_bytes} bytes)")
 
 
 def shuffled(items: Iterable[Any], size: int, rng: np.random.Generator) -> Iterator[Any]:
@@ -237,12 +351,15 @@ class Measured:
 
     sample: dict[str, Any]
     meta: dict[str, Any]
-    seconds: float  # picks the bucket
+    seconds: Union[float, tuple[float, ...]]  # picks the bucket (one per axis for a tuple)
     cost: tuple[float, ...]  # per-stream padded length, in the budget's unit
 
 
 class Bucketer:
-    """Groups measured samples by length bucket into batches under a count and padded budget."""
+    """Groups measured samples by length bucket into batches under a count and padded budget.
+
+    A sample whose ``seconds`` is a tuple is bucketed on every axis with the same boundaries
+    (token samples: encoder seconds x AI-turn seconds, so both padded lengths stay close)."""
 
     def __init__(self, boundaries: Sequence[float], batch_size: int, max_cost: Optional[float]):
         if batch_size < 1:
@@ -250,11 +367,16 @@ class Bucketer:
         self.boundaries = sorted(float(b) for b in boundaries)
         self.batch_size = batch_size
         self.max_cost = max_cost
-        self._buckets: dict[int, list[Measured]] = {}
-        self._maxima: dict[int, tuple[float, ...]] = {}
+        self._buckets: dict[Any, list[Measured]] = {}
+        self._maxima: dict[Any, tuple[float, ...]] = {}
+
+    def bucket(self, seconds: Union[float, tuple[float, ...]]) -> Any:
+        if isinstance(seconds, tuple):
+            return tuple(bisect.bisect_right(self.boundaries, s) for s in seconds)
+        return bisect.bisect_right(self.boundaries, seconds)
 
     def add(self, item: Measured) -> Iterator[list[Measured]]:
-        b = bisect.bisect_right(self.boundaries, item.seconds)
+        b = self.bucket(item.seconds)
         batch = self._buckets.setdefault(b, [])
         if batch and self.max_cost is not None:
             maxima = tuple(max(x, y) for x, y in zip(self._maxima[b], item.cost))
@@ -272,7 +394,7 @@ class Bucketer:
             if self._buckets[b]:
                 yield self._take(b)
 
-    def _take(self, b: int) -> list[Measured]:
+    def _take(self, b: Any) -> list[Measured]:
         batch = self._buckets.pop(b)
         self._maxima.pop(b, None)
         return batch
@@ -286,7 +408,7 @@ class SampleSpec(Protocol):
 
     required: tuple[str, ...]  # members every sample must have (besides "json")
 
-    def measure(self, sample: dict[str, Any], meta: dict[str, Any]) -> tuple[float, tuple[float, ...]]: ...
+    def measure(self, sample: dict[str, Any], meta: dict[str, Any]) -> tuple[Any, tuple[float, ...]]: ...
 
     def decode(self, item: Measured, seed: int, epoch: int) -> Any: ...
 
@@ -350,6 +472,22 @@ def _as_state(resume: Resume) -> Optional[DataState]:
     return DataState.from_dict(resume)
 
 
+# --- splits -----------------------------------------------------------------------------------
+
+
+def sample_split(meta: dict[str, Any], key: str, holdout: float) -> str:
+    """The sample's split: its JSON ``split`` field when the corpus has one; otherwise "valid"
+    for a share ``holdout`` of recordings picked by a hash of the recording id (all pairs of a
+    recording fall on one side, the same on every machine and rebuild), else "train"."""
+    split = meta.get("split")
+    if isinstance(split, str) and split:
+        return split
+    recording = meta.get("recording_id")
+    if holdout > 0 and stable_hash(f"holdout:{recording if isinstance(recording, str) else key}") < holdout * 2.0**63:
+        return "valid"
+    return "train"
+
+
 def dist_rank_world(rank: Optional[int], world_size: Optional[int]) -> tuple[int, int]:
     """Explicit values, else torch.distributed's when it is initialized, else (0, 1)."""
     if rank is None or world_size is None:
@@ -369,16 +507,18 @@ def dist_rank_world(rank: Optional[int], world_size: Optional[int]) -> tuple[int
 class ShardStream(IterableDataset):
     """Batches from shards, deterministic given (seed, epoch, rank, world size, workers).
 
+    ``urls``: URLs or ``ShardRef``s (with a ref's checksum the shard is verified as it streams).
     ``epochs=None`` cycles forever (step-based trainers: ranks never run out unevenly);
     ``epochs=k`` stops after k epochs. ``keep`` keeps only samples whose JSON ``pair_id`` (or
-    key) is in the set (fine-tuning subsets). Each batch also carries ``keys``, ``epoch``,
-    ``worker``/``position``/``num_workers``/``world_size`` (for ``DataState``) and the worker's
-    running ``n_corrupt`` and ``corrupt_reasons``.
+    key) is in the set (fine-tuning subsets); ``cfg.split`` keeps one split. Each batch also
+    carries ``keys``, ``epoch``, ``worker``/``position``/``num_workers``/``world_size`` (for
+    ``DataState``) and the worker's running ``n_corrupt``, ``corrupt_reasons`` and
+    ``skipped_reasons`` (sound samples a setting left out).
     """
 
     def __init__(
         self,
-        urls: Union[str, Sequence[str]],
+        urls: Urls,
         spec: SampleSpec,
         cfg: LoaderConfig,
         rank: Optional[int] = None,
@@ -389,7 +529,8 @@ class ShardStream(IterableDataset):
         max_cost: Optional[float] = None,
     ):
         super().__init__()
-        self.urls = expand_urls(urls)
+        self.refs = as_refs(urls)
+        self.urls = [r.url for r in self.refs]
         if not self.urls:
             raise ValueError("no shard URLs to stream")
         self.spec = spec
@@ -402,22 +543,22 @@ class ShardStream(IterableDataset):
         self.counter = CorruptCounter()
 
     # -- the deterministic plan ----------------------------------------------------------------
-    def shard_order(self, epoch: int) -> list[str]:
+    def shard_order(self, epoch: int) -> list[ShardRef]:
         if not self.cfg.shuffle_shards:
-            return list(self.urls)
-        perm = np.random.default_rng([self.cfg.seed, epoch, 0x5A4D]).permutation(len(self.urls))
-        return [self.urls[int(i)] for i in perm]
+            return list(self.refs)
+        perm = np.random.default_rng([self.cfg.seed, epoch, 0x5A4D]).permutation(len(self.refs))
+        return [self.refs[int(i)] for i in perm]
 
     def _raw(self, epoch: int, g: int, total: int) -> Iterator[dict[str, Any]]:
         order = self.shard_order(epoch)
         opts = self.cfg.storage_options
         if len(order) >= total:
-            for url in order[g::total]:
-                yield from iter_shard(url, opts, self.counter)
+            for ref in order[g::total]:
+                yield from iter_shard(ref, opts, self.counter)
             return
         index = 0
-        for url in order:
-            for sample in iter_shard(url, opts, self.counter):
+        for ref in order:
+            for sample in iter_shard(ref, opts, self.counter):
                 if index % total == g:
                     yield sample
                 index += 1
@@ -441,10 +582,12 @@ class ShardStream(IterableDataset):
                 continue
             if self.keep is not None and str(meta.get("pair_id", key)) not in self.keep:
                 continue
+            if self.cfg.split != "all" and sample_split(meta, key, self.cfg.holdout) != self.cfg.split:
+                continue
             try:
                 seconds, cost = self.spec.measure(sample, meta)
             except CorruptSample as e:
-                self.counter.add(e.reason, f"{key}: {e.detail}")
+                self.counter.add_error(e, key)
                 continue
             yield Measured(sample, meta, seconds, cost)
 
@@ -506,7 +649,7 @@ class ShardStream(IterableDataset):
                         decoded.append(self.spec.decode(item, self.cfg.seed, epoch))
                         keys.append(item.sample["__key__"])
                     except CorruptSample as e:
-                        self.counter.add(e.reason, f"{item.sample['__key__']}: {e.detail}")
+                        self.counter.add_error(e, item.sample["__key__"])
                 if not decoded:
                     continue
                 batch = self.spec.collate(decoded)
@@ -519,13 +662,16 @@ class ShardStream(IterableDataset):
                     world_size=self.world_size,
                     n_corrupt=self.counter.total,
                     corrupt_reasons=dict(self.counter.reasons),
+                    skipped_reasons=dict(self.counter.skipped),
                 )
                 yielded += 1
                 yield batch
             if last is None and yielded == 0 and skipped == 0:
+                split = "" if self.cfg.split == "all" else f" of split {self.cfg.split!r}"
                 raise RuntimeError(
-                    f"worker {g} of {total} got no usable sample in epoch {epoch} from {len(self.urls)} "
-                    f"shards (corrupt: {self.counter.reasons or 'none'}); more workers than samples?"
+                    f"worker {g} of {total} got no usable sample{split} in epoch {epoch} from {len(self.urls)} "
+                    f"shards (corrupt: {self.counter.reasons or 'none'}, skipped: {self.counter.skipped or 'none'}); "
+                    "more workers than samples, or no recording held out?"
                 )
             epoch += 1
             skip_in_epoch = 0

@@ -18,6 +18,10 @@ from stages.analysis.diarize.base import Diarization, DiarizeHints
 from stages.errors import RejectError
 from stages.registry import Implementation, Registry
 
+# Bump when a change to the analysis (VAD, ASR, diarization, alignment) alters its utterances.
+# 2: word times refined by Silero, utterances split at pauses, offline overlap detection.
+CODE_VERSION = 2
+
 
 @dataclass
 class Analysis:
@@ -69,30 +73,32 @@ class ConversationAnalyzer:
         self.cfg = cfg
         self.vad = SileroVAD(cfg.vad)
         self.asr = ASR_BACKENDS.load(ASR_BACKEND)(cfg.asr)
-        self.diarizer = make_diarizer(cfg.diarize)
+        self.diarizer = make_diarizer(cfg.diarize, cfg.vad)
 
     def __call__(self, recording: Recording, audio: np.ndarray, sample_rate: int) -> Analysis:
         """`audio`: (channels, frames) float32 at the analysis rate (it may be a memory map)."""
-        from stages.analysis.align import align_words, to_utterances
+        from stages.analysis.align import UTTERANCE_PAUSE_S, align_words, refine_word_times, to_utterances
 
         if sample_rate != self.cfg.analysis_sample_rate:
             raise ValueError(f"analysis audio must be {self.cfg.analysis_sample_rate} Hz, got {sample_rate}")
         mono = audio[0] if audio.shape[0] == 1 else audio.mean(axis=0, dtype=np.float32)
-        speech = self.vad(mono, sample_rate)
+        speech, activity = self.vad.analyse(mono, sample_rate)
         if not speech:
             raise RejectError("no_speech", "voice activity detection found no speech")
         hint = recording.lang if recording.lang in self.cfg.asr.languages else None
         result = self.asr.transcribe(mono, speech, lang_hint=hint)
         if not result.segments:
             raise RejectError("no_speech", "speech recognition found no words")
-        # Whisper's words go to the diarizer: speaker changes fall between words.
-        words = tuple((w.start_s, w.end_s) for seg in result.segments for w in (seg.words or []))
+        # Whisper's words, their times cut to the speech Silero hears, go to the diarizer (speaker
+        # changes fall between words) and then to the speakers it found.
+        segments = refine_word_times(result.segments, activity)
+        words = tuple((w.start_s, w.end_s) for seg in segments for w in (seg.words or []))
         expected = expected_speakers(recording)
-        diarization = self.diarizer.diarize(audio, sample_rate, speech, DiarizeHints(expected, words))
+        diarization = self.diarizer.diarize(audio, sample_rate, speech, DiarizeHints(expected, words, activity))
         if not diarization.turns:
             raise RejectError("no_speech", "diarization found no speaker")
         check_speakers(diarization, expected, self.cfg.diarize)
-        aligned = align_words(result.segments, diarization.turns)
+        aligned = align_words(segments, diarization.turns, split_pause_s=UTTERANCE_PAUSE_S)
         speakers, utterances = to_utterances(recording, aligned)
         for s in speakers:
             s.lang = result.lang

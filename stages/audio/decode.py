@@ -9,14 +9,15 @@ import io
 import json
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
-from typing import BinaryIO, Union
+from typing import BinaryIO, Sequence, Union
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from stages.errors import RejectError
+from stages.errors import RejectError, TransientError
 
 PathOrFile = Union[str, os.PathLike, BinaryIO]
 
@@ -27,6 +28,7 @@ class DecodedAudio:
     sample_rate: int
     encoding: str  # "pcm_s16le", "ulaw", "shorten", "flac", "mp3", ...
     sha256: str  # of the source file's bytes
+    repair: "SampleRepair | None" = None  # NaN/Inf/denormal samples found (and zeroed) at decoding
 
     @property
     def num_channels(self) -> int:
@@ -70,6 +72,8 @@ def ffmpeg_decode_f32(
         proc = subprocess.run(cmd, input=stdin_bytes, capture_output=True)
     else:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
+    if proc.returncode < 0:  # killed (out of memory, a timeout): the machine's doing, not the file's
+        raise TransientError("subprocess_killed", f"ffmpeg ended by signal {-proc.returncode}: {_last_line(proc.stderr)}")
     if proc.returncode != 0:
         raise RejectError("audio_decode_failed", f"ffmpeg: {_last_line(proc.stderr)}")
     data = np.frombuffer(proc.stdout, dtype="<f4")
@@ -80,9 +84,11 @@ def ffmpeg_decode_f32(
 def _probe(path: str) -> dict:
     proc = subprocess.run(
         ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-         "stream=codec_name,sample_rate,channels", "-of", "json", path],
+         "stream=codec_name,sample_rate,channels,sample_fmt,channel_layout", "-of", "json", path],
         capture_output=True, stdin=subprocess.DEVNULL,
     )
+    if proc.returncode < 0:
+        raise TransientError("subprocess_killed", f"ffprobe ended by signal {-proc.returncode}: {_last_line(proc.stderr)}")
     if proc.returncode != 0:
         raise RejectError("audio_decode_failed", f"ffprobe: {_last_line(proc.stderr)}")
     streams = json.loads(proc.stdout or b"{}").get("streams") or []
@@ -172,3 +178,136 @@ def effective_bandwidth_hz(
     cum = np.cumsum(total) / total.sum()
     k = int(np.searchsorted(cum, energy_fraction))
     return float(min(k, len(total) - 1) * sample_rate / n_fft)
+
+
+# --- sample sanity ---------------------------------------------------------------------------
+
+# NaN/Inf samples up to this share of all samples are repaired (set to 0) and the share
+# recorded; more and the recording is rejected `audio_invalid_samples`. Denormals (nonzero
+# magnitudes under float32's smallest normal, 1.2e-38: inaudible, slow to compute with) are
+# always flushed to 0 and counted, never a reject.
+MAX_INVALID_SHARE = 0.001
+_EXP = np.uint32(0x7F800000)
+_MANT = np.uint32(0x007FFFFF)
+FLOAT_SAMPLE_FORMATS = ("flt", "fltp", "dbl", "dblp")  # ffprobe sample_fmt of decoders that can carry NaN
+_BLOCK = 1 << 20
+
+
+@dataclass
+class SampleRepair:
+    total: int  # samples looked at (frames x channels)
+    invalid: int  # NaN or +-Inf, set to 0
+    denormal: int  # flushed to 0
+
+    @property
+    def invalid_share(self) -> float:
+        return self.invalid / self.total if self.total else 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.invalid or self.denormal)
+
+    def add(self, other: "SampleRepair | None") -> "SampleRepair":
+        if other is None:
+            return self
+        return SampleRepair(self.total, self.invalid + other.invalid, self.denormal + other.denormal)
+
+    def metadata(self) -> dict:
+        """What goes into the recording's metadata when anything was repaired."""
+        return {"invalid_samples": self.invalid, "invalid_sample_share": round(self.invalid_share, 9),
+                "denormal_samples": self.denormal} if self else {}
+
+    def check(self, what: str) -> None:
+        """RejectError("audio_invalid_samples") when too many samples were NaN/Inf to repair."""
+        if self.invalid_share > MAX_INVALID_SHARE:
+            raise RejectError("audio_invalid_samples", f"{what}: {self.invalid} of {self.total} samples are NaN or "
+                              f"infinite ({self.invalid_share:.3%}; at most {MAX_INVALID_SHARE:.1%} are repaired)")
+
+
+def _count_block(bits: np.ndarray) -> tuple[int, int]:
+    exp = bits & _EXP
+    invalid = int(np.count_nonzero(exp == _EXP))
+    denormal = int(np.count_nonzero((exp == 0) & ((bits & _MANT) != 0)))
+    return invalid, denormal
+
+
+def _rows(samples: np.ndarray) -> np.ndarray:
+    return samples.reshape(1, -1) if samples.ndim == 1 else samples
+
+
+def count_bad_samples(samples: np.ndarray) -> SampleRepair:
+    """NaN/Inf and denormal float32 samples, counted on the bit patterns block by block (no
+    array-sized temporaries)."""
+    x = np.asarray(samples)
+    if x.dtype != np.float32:
+        x = x.astype(np.float32)
+    invalid = denormal = 0
+    for row in _rows(x):
+        bits = row.view(np.uint32)
+        for i in range(0, bits.size, _BLOCK):
+            n_inv, n_den = _count_block(bits[i:i + _BLOCK])
+            invalid, denormal = invalid + n_inv, denormal + n_den
+    return SampleRepair(int(x.size), invalid, denormal)
+
+
+def repair_samples(samples: np.ndarray, what: str) -> "SampleRepair | None":
+    """Zero NaN/Inf and denormal samples of a float32 array in place; raises
+    RejectError("audio_invalid_samples") when the NaN/Inf share is above MAX_INVALID_SHARE.
+    Returns what was found (None when the audio was clean)."""
+    if samples.dtype != np.float32 or not samples.flags.writeable:
+        raise ValueError("repair_samples needs a writable float32 array")
+    found = count_bad_samples(samples)
+    if not found:
+        return None
+    found.check(what)
+    for row in _rows(samples):
+        bits = row.view(np.uint32)
+        for i in range(0, bits.size, _BLOCK):
+            block = bits[i:i + _BLOCK]
+            exp = block & _EXP
+            row[i:i + _BLOCK][(exp == _EXP) | ((exp == 0) & ((block & _MANT) != 0))] = 0.0
+    return found
+
+
+def scan_file_samples(path: str, channels: int, also: Sequence[str] = ()) -> tuple[SampleRepair, bytes]:
+    """count_bad_samples of a whole file, streamed through ffmpeg at its native rate (Python
+    holds one block at a time). `also`: another ffmpeg output fed by the same decode (a
+    loudness measurement); its log (ffmpeg's stderr, at info level then) is returned."""
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "info" if also else "error", "-nostats", "-i", path,
+           *also, "-map", "0:a:0", "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
+    frame = 4 * max(1, channels)
+    total = invalid = denormal = 0
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdout is not None
+        rest = b""
+        try:
+            while True:
+                chunk = proc.stdout.read(_BLOCK * 4)
+                if not chunk:
+                    break
+                data = rest + chunk if rest else chunk
+                usable = len(data) - len(data) % frame
+                rest = data[usable:]
+                bits = np.frombuffer(data, dtype="<u4", count=usable // 4)
+                n_inv, n_den = _count_block(bits)
+                total, invalid, denormal = total + bits.size, invalid + n_inv, denormal + n_den
+        finally:
+            proc.stdout.close()
+            code = proc.wait()
+        err.seek(0)
+        log = err.read()
+    if code < 0:
+        raise TransientError("subprocess_killed", f"ffmpeg (reading samples) ended by signal {-code}: {_last_line(log)}")
+    if code != 0:
+        raise RejectError("audio_decode_failed", f"ffmpeg: {_last_line(log)}")
+    return SampleRepair(total, invalid, denormal), log
+
+
+def repair_filter(channels: int, layout: str | None = None) -> str:
+    """An ffmpeg filter setting NaN/Inf and denormal samples to 0 (what repair_samples does),
+    for the streamed path; exact for every other sample. The channel layout is named (the
+    stream's, else a default): aeval passing on an unknown one stops the filter graph."""
+    expr = "if(isnan(val({c}))+isinf(val({c}))+lt(abs(val({c})),1.1754944e-38),0,val({c}))"
+    if not layout or layout == "unknown":
+        layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
+    return "aeval=exprs='" + "|".join(expr.format(c=c) for c in range(channels)) + f"':c={layout}"

@@ -1,12 +1,13 @@
 """Any audio file to samples: NIST SPHERE (with embedded shorten) through stages.audio.sphere,
-everything else through ffmpeg (stages.audio.decode)."""
+everything else through ffmpeg (stages.audio.decode). NaN/Inf and denormal samples are zeroed
+(`audio_invalid_samples` when too many: stages.audio.decode.MAX_INVALID_SHARE)."""
 from __future__ import annotations
 
 import os
 
 import numpy as np
 
-from stages.audio.decode import _ENCODING_NAMES, DecodedAudio, _probe, ffmpeg_decode_f32, sha256_file
+from stages.audio.decode import _ENCODING_NAMES, DecodedAudio, _probe, ffmpeg_decode_f32, repair_samples, sha256_file
 from stages.audio.sphere import decode_sphere
 from stages.errors import RejectError
 
@@ -32,6 +33,7 @@ def decode_file(path: str) -> DecodedAudio:
     samples = ffmpeg_decode_f32(["-i", path], channels)
     if samples.shape[1] == 0:
         raise RejectError("audio_empty", f"{path}: no audio frames decoded")
+    repair = repair_samples(samples, path)  # before clipping, which would turn Inf into full-scale clicks
     np.clip(samples, -1.0, 1.0, out=samples)
     codec = str(info.get("codec_name", "unknown"))
-    return DecodedAudio(samples, rate, _ENCODING_NAMES.get(codec, codec), sha256_file(path))
+    return DecodedAudio(samples, rate, _ENCODING_NAMES.get(codec, codec), sha256_file(path), repair)

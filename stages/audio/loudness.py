@@ -7,13 +7,28 @@ from typing import Optional
 import numpy as np
 import pyloudnorm
 
+from stages.errors import RejectError
+
 
 def integrated_loudness(channel: np.ndarray, sample_rate: int) -> Optional[float]:
-    """LUFS of one channel, or None when it is too short or silent to measure."""
+    """LUFS of one channel, or None when it is too short or too quiet to measure (below the
+    absolute gate). A measurement that fails (an error, NaN) raises RejectError("loudness_failed"):
+    passing it for silence would skip normalization without a word."""
     if channel.size < int(0.4 * sample_rate):
         return None
-    lufs = pyloudnorm.Meter(sample_rate).integrated_loudness(channel.astype(np.float64, copy=False))
-    return None if not math.isfinite(lufs) else float(lufs)
+    try:
+        lufs = pyloudnorm.Meter(sample_rate).integrated_loudness(channel.astype(np.float64, copy=False))
+    except (ValueError, ArithmeticError) as e:
+        raise RejectError("loudness_failed", f"{type(e).__name__}: {e}") from None
+    if math.isnan(lufs) or lufs == math.inf:
+        raise RejectError("loudness_failed", f"integrated loudness measured as {lufs}")
+    if lufs == -math.inf:
+        # Every block under the -70 LUFS gate: silence, unless the samples are not numbers
+        # (a NaN gates every block out too).
+        if not np.isfinite(channel).all():
+            raise RejectError("loudness_failed", "integrated loudness -inf over non-finite samples")
+        return None
+    return float(lufs)
 
 
 def gain_db_for(measured: Optional[float], target: float, max_gain_db: float) -> float:

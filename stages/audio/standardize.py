@@ -3,12 +3,16 @@ with the native rate and the effective bandwidth kept so trainers can filter tel
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
-from stages.audio.decode import DecodedAudio, effective_bandwidth_hz, encode_flac, resample
+from stages.audio.decode import DecodedAudio, SampleRepair, count_bad_samples, effective_bandwidth_hz, encode_flac, repair_samples, resample
 from stages.config import StandardizeConfig
 from stages.audio.loudness import normalize_channels
+
+# Bump when a change alters standardized audio (this module and standardize_stream.py).
+CODE_VERSION = 2
 from stages.errors import RejectError
 
 
@@ -19,6 +23,7 @@ class StandardAudio:
     native_sample_rate: int
     bandwidth: str  # "narrowband" | "wideband"
     effective_bandwidth_hz: float
+    repair: Optional[SampleRepair] = None  # NaN/Inf/denormal samples zeroed (recorded in the recording's metadata)
 
     @property
     def duration_s(self) -> float:
@@ -33,11 +38,15 @@ def standardize(decoded: DecodedAudio, cfg: StandardizeConfig) -> StandardAudio:
         raise RejectError("audio_empty", "no samples after decoding")
     if decoded.duration_s > cfg.max_duration_s:
         raise RejectError("audio_too_long", f"{decoded.duration_s:.0f}s > {cfg.max_duration_s:.0f}s")
-    if not np.isfinite(decoded.samples).all():
-        raise RejectError("audio_decode_failed", "non-finite samples")
+    samples, repair = decoded.samples, decoded.repair
+    found = count_bad_samples(samples)  # sources that decode on their own (SPHERE, TTS) are checked here
+    if found:
+        found.check("decoded audio")
+        samples = np.array(samples, dtype=np.float32, order="C")
+        repair_samples(samples, "decoded audio")
+        repair = found.add(repair)
     # Bandwidth is measured on the native signal: upsampling adds no content above its Nyquist.
-    bw = min(effective_bandwidth_hz(decoded.samples, decoded.sample_rate), decoded.sample_rate / 2)
-    samples = decoded.samples
+    bw = min(effective_bandwidth_hz(samples, decoded.sample_rate), decoded.sample_rate / 2)
     if cfg.loudness_lufs is not None:
         samples, _ = normalize_channels(samples, decoded.sample_rate, cfg.loudness_lufs, cfg.max_gain_db)
     samples = resample(samples, decoded.sample_rate, cfg.sample_rate)
@@ -47,4 +56,5 @@ def standardize(decoded: DecodedAudio, cfg: StandardizeConfig) -> StandardAudio:
         native_sample_rate=decoded.sample_rate,
         bandwidth="narrowband" if bw <= cfg.narrowband_max_hz else "wideband",
         effective_bandwidth_hz=round(float(bw), 1),
+        repair=repair,
     )

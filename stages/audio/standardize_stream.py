@@ -4,10 +4,18 @@ ffmpeg streams the file twice: once to measure its EBU R128 loudness (and true p
 write the standardized FLAC (the corpus rate) and the analysis WAV (16 kHz float, read back as
 a memory map by VAD, diarization and ASR). Python never holds more than a short excerpt, used
 to measure the effective bandwidth at the native rate.
+
+Files decoded to float samples (float WAV, MP3, AAC, Opus, ...) are also checked for NaN/Inf and
+denormal samples, counted block by block from a second output of the measuring pass: too many
+NaN/Inf is `audio_invalid_samples`; a few (stages.audio.decode.MAX_INVALID_SHARE) are set to 0
+by a filter ahead of everything else (then the loudness is measured again), so one bad sample
+becomes neither a full-scale click nor a poisoned resampler window. A loudness measurement that
+fails is `loudness_failed`, never taken for silence.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -17,9 +25,20 @@ from typing import Optional
 import numpy as np
 import soundfile as sf
 
-from stages.audio.decode import _ENCODING_NAMES, _last_line, _probe, effective_bandwidth_hz, ffmpeg_decode_f32, sha256_file
+from stages.audio.decode import (
+    _ENCODING_NAMES,
+    FLOAT_SAMPLE_FORMATS,
+    SampleRepair,
+    _last_line,
+    _probe,
+    effective_bandwidth_hz,
+    ffmpeg_decode_f32,
+    repair_filter,
+    scan_file_samples,
+    sha256_file,
+)
 from stages.config import StandardizeConfig
-from stages.errors import RejectError
+from stages.errors import RejectError, TransientError
 
 
 @dataclass
@@ -35,29 +54,61 @@ class StandardizedFile:
     effective_bandwidth_hz: float
     loudness_lufs: Optional[float]
     gain_db: float
+    repair: Optional[SampleRepair] = None  # NaN/Inf/denormal samples zeroed (recorded in the recording's metadata)
 
 
 def _ffmpeg(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", *args], capture_output=True, stdin=subprocess.DEVNULL)
 
 
-def measure_loudness(path: str, sample_rate: Optional[int] = None) -> tuple[Optional[float], Optional[float]]:
+def _loudness_output(sample_rate: Optional[int], prefilter: str = "") -> list[str]:
+    resample = f"aresample={sample_rate}:resampler=soxr," if sample_rate else ""
+    return ["-map", "0:a:0", "-af", f"{prefilter}{resample}loudnorm=print_format=json", "-f", "null", "-"]
+
+
+def _parse_loudnorm(log: bytes, path: str) -> tuple[Optional[float], Optional[float]]:
+    """(LUFS, dBTP) from loudnorm's report; None for what is below -70 (too quiet to measure).
+    No report, or one that is not numbers, is RejectError("loudness_failed"): levels are never
+    left as they are without a word."""
+    match = re.search(rb"\{[^{}]*\"input_i\"[^{}]*\}", log)
+    if not match:
+        raise RejectError("loudness_failed", f"{path}: ffmpeg loudnorm gave no measurement: {_last_line(log)}")
+    try:
+        stats = json.loads(match.group(0))
+        lufs, peak = float(stats["input_i"]), float(stats["input_tp"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise RejectError("loudness_failed", f"{path}: unreadable loudnorm measurement ({e})") from None
+    if math.isnan(lufs) or math.isnan(peak) or lufs == math.inf or peak == math.inf:
+        raise RejectError("loudness_failed", f"{path}: loudnorm measured {lufs} LUFS, {peak} dBTP")
+    return (lufs if lufs > -70 else None), (peak if peak > -70 else None)
+
+
+def measure_loudness(path: str, sample_rate: Optional[int] = None, prefilter: str = "") -> tuple[Optional[float], Optional[float]]:
     """Integrated loudness (LUFS) and true peak (dBTP) of the whole file, streamed; measured
     after resampling to `sample_rate` when given, since dropping the band above its Nyquist
-    lowers the loudness of wideband material."""
-    resample = f"aresample={sample_rate}:resampler=soxr," if sample_rate else ""
-    proc = _ffmpeg(["-i", path, "-map", "0:a:0", "-af", f"{resample}loudnorm=print_format=json", "-f", "null", "-"])
+    lowers the loudness of wideband material. `prefilter`: filters applied first (a repair)."""
+    proc = _ffmpeg(["-i", path, *_loudness_output(sample_rate, prefilter)])
+    if proc.returncode < 0:
+        raise TransientError("subprocess_killed", f"ffmpeg (loudness) ended by signal {-proc.returncode}")
     if proc.returncode != 0:
         raise RejectError("audio_decode_failed", f"ffmpeg: {_last_line(proc.stderr)}")
-    match = re.search(rb"\{[^{}]*\"input_i\"[^{}]*\}", proc.stderr)
-    if not match:
-        return None, None
-    stats = json.loads(match.group(0))
-    try:
-        lufs, peak = float(stats["input_i"]), float(stats["input_tp"])
-    except (KeyError, ValueError):
-        return None, None
-    return (lufs if lufs > -70 else None), (peak if peak > -70 else None)
+    return _parse_loudnorm(proc.stderr, path)
+
+
+def _check_samples(path: str, info: dict, channels: int, cfg: StandardizeConfig
+                   ) -> tuple[Optional[SampleRepair], Optional[tuple[Optional[float], Optional[float]]]]:
+    """NaN/Inf and denormal samples of a float-decoded file, counted in one streamed pass that
+    also measures the loudness when it is wanted (one decode, two outputs). Returns what was
+    found (None: clean, or a format that cannot hold them) and the measurement if it was made
+    and holds (a repaired file is measured again, after its repair)."""
+    if str(info.get("sample_fmt") or "flt") not in FLOAT_SAMPLE_FORMATS:
+        return None, None  # integer samples: no NaN, Inf or denormal
+    measure = cfg.loudness_lufs is not None
+    found, log = scan_file_samples(path, channels, _loudness_output(cfg.sample_rate) if measure else ())
+    if not found:
+        return None, _parse_loudnorm(log, path) if measure else None
+    found.check(path)
+    return found, None
 
 
 def _bandwidth(path: str, channels: int, duration_s: float, excerpts: int = 4, excerpt_s: float = 30.0) -> float:
@@ -67,6 +118,7 @@ def _bandwidth(path: str, channels: int, duration_s: float, excerpts: int = 4, e
     values = []
     for start in starts:
         audio = ffmpeg_decode_f32(["-ss", f"{start:.3f}", "-t", f"{excerpt_s:.3f}", "-i", path], channels)
+        audio[~np.isfinite(audio)] = 0.0  # as repaired (a file with too many was rejected before)
         if audio.shape[1]:
             values.append(effective_bandwidth_hz(audio, rate))
     return float(np.median(values)) if values else 0.0
@@ -83,7 +135,14 @@ def standardize_file(
         raise RejectError("audio_empty", f"{path}: zero-length file")
     info = _probe(path)
     native, channels = int(info["sample_rate"]), int(info["channels"])
-    lufs, peak = measure_loudness(path, cfg.sample_rate) if cfg.loudness_lufs is not None else (None, None)
+    repair, measured = _check_samples(path, info, channels, cfg)
+    prefilter = repair_filter(channels, info.get("channel_layout")) + "," if repair else ""
+    if measured is not None:
+        lufs, peak = measured
+    elif cfg.loudness_lufs is not None:
+        lufs, peak = measure_loudness(path, cfg.sample_rate, prefilter)
+    else:
+        lufs, peak = None, None
     gain = 0.0
     if cfg.loudness_lufs is not None and lufs is not None:
         gain = min(cfg.loudness_lufs - lufs, cfg.max_gain_db)
@@ -93,7 +152,7 @@ def standardize_file(
     flac_path = os.path.join(workdir, "standard.flac")
     analysis_path = os.path.join(workdir, "analysis.wav")
     graph = (
-        f"[0:a:0]volume={gain:.3f}dB,asplit=2[a][b];"
+        f"[0:a:0]{prefilter}volume={gain:.3f}dB,asplit=2[a][b];"
         f"[a]aresample={cfg.sample_rate}:resampler=soxr[std];"
         f"[b]aresample={analysis_rate}:resampler=soxr[ana]"
     )
@@ -124,6 +183,7 @@ def standardize_file(
         effective_bandwidth_hz=round(bw, 1),
         loudness_lufs=lufs,
         gain_db=round(gain, 3),
+        repair=repair,
     )
 
 

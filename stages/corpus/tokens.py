@@ -26,13 +26,22 @@ from stages.errors import RejectError
 AUDIO_MEMBERS = ("user", "ai", "context")
 
 
-def codec_id(checkpoint_path: str) -> str:
-    """Content id of a codec checkpoint: token shards from different codecs never mix."""
+def file_sha256(path: str) -> str:
     h = hashlib.sha256()
-    with open(checkpoint_path, "rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return "codec-" + h.hexdigest()[:12]
+    return h.hexdigest()
+
+
+def codec_id_for(sha256: str) -> str:
+    """The id of a codec whose checkpoint file has this sha256."""
+    return "codec-" + sha256[:12]
+
+
+def codec_id(checkpoint_path: str) -> str:
+    """Content id of a codec checkpoint: token shards from different codecs never mix."""
+    return codec_id_for(file_sha256(checkpoint_path))
 
 
 def tokens_shard_path(pairs_shard: Shard) -> str:
@@ -76,8 +85,10 @@ class ShardTokenizer:
         self.codec = load_codec(checkpoint).to(self.device).eval()
         cfg = self.codec.cfg
         self.sample_rate = int(cfg.sample_rate)
+        sha256 = file_sha256(checkpoint)
         self.info = {
-            "id": codec_id(checkpoint),
+            "id": codec_id_for(sha256),
+            "sha256": sha256,
             "n_codebooks": int(cfg.n_codebooks),
             "codebook_size": int(cfg.codebook_size),
             "frame_rate": float(cfg.frame_rate),

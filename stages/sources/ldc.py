@@ -15,7 +15,7 @@ from typing import Any, Callable, Collection, Mapping, Optional, Sequence
 
 from catalog.schema import Recording, Reject, Speaker, Utterance
 from stages.audio.decode import DecodedAudio
-from stages.sources.base import Discovery, RecordingTask
+from stages.sources.base import Discovery, RecordingTask, SourceBase, Transcript
 from stages.errors import RejectError
 from stages.audio.sphere import decode_sphere
 from stages.sources.ldc_text import normalize_ldc_text
@@ -38,15 +38,6 @@ class TranscriptLine:
     label: str  # "A", "B", "A1", ...
     channel: int  # A -> 0, B -> 1
     text: str  # raw utterance text, markup included, continuation lines joined by one space
-
-
-@dataclass
-class Transcript:
-    """One recording's transcript as records, plus the per-line rejects found on the way."""
-
-    speakers: list[Speaker]
-    utterances: list[Utterance]
-    rejects: list[Reject]
 
 
 @dataclass(frozen=True)
@@ -355,7 +346,7 @@ def pair_discovery(
 # --- the shared source behaviour -------------------------------------------------------------
 
 
-class LdcSource:
+class LdcSource(SourceBase):
     """read_audio / read_transcript of a two-channel LDC telephone corpus; subclasses discover."""
 
     name = "ldc"

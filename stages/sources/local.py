@@ -20,10 +20,8 @@ from typing import Optional
 
 from pydantic import Field, field_validator
 
-from stages.audio.decode import DecodedAudio
-from stages.audio.load import decode_file
 from stages.config import StageConfig
-from stages.sources.base import Discovery, RecordingTask
+from stages.sources.base import Discovery, RecordingTask, SourceBase
 from stages.sources.ldc import walk_files
 
 SOURCE = "local"
@@ -56,7 +54,7 @@ def local_origin_id(rel_path: str, abs_path: str) -> str:
     return f"{slug}-{hashlib.sha256(abs_path.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
 
 
-class LocalSource:
+class LocalSource(SourceBase):
     name = SOURCE
 
     def __init__(self, config: LocalConfig):
@@ -100,9 +98,6 @@ class LocalSource:
             )
         return Discovery(tasks=tasks, rejects=[])
 
-    def read_audio(self, task: RecordingTask) -> DecodedAudio:
-        return decode_file(task.audio_path)
-
-    # No read_transcript: tasks are `needs_analysis`; the analysis stage (stages/analysis/analyzer.py)
-    # produces their speakers and words.
+    # read_audio decodes the file (SourceBase); no read_transcript: tasks are `needs_analysis`, the
+    # analysis stage (stages/analysis/analyzer.py) produces their speakers and words.
 

@@ -9,6 +9,11 @@ first seen. A rerun reuses every file whose sidecar matches and fetches only new
 facts come from the sidecar so an edited title does not reprocess an episode. No name from a
 feed or page ever reaches the file system.
 
+Downloads (stages/sources/fetch.py) run a few at once, per host, each bounded in time and
+throughput, and only from public addresses unless `fetch.allow_private_hosts` or
+`fetch.allowed_networks` say otherwise. With `fetch.budget_s`, what is not downloaded in time is
+`Discovery.deferred` (reported, not a reject; the next build resumes it).
+
 Role hints (`roles`), applied after diarization through `assign_roles`:
   none        speakers keep no role (role_policy `both` is the natural pairing)
   host_first  the speaker heard first is the host, everyone else a guest
@@ -16,9 +21,12 @@ Role hints (`roles`), applied after diarization through `assign_roles`:
 """
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 import re
+import time
 from datetime import date
 from typing import Any, Literal, Optional, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -31,22 +39,27 @@ from stages.audio.load import decode_file
 from stages.config import StageConfig
 from stages.sources.feeds import Episode, parse_feed, select_episodes
 from stages.sources.fetch import (
+    DownloadDeferred,
     FetchConfig,
     Fetcher,
     audio_extension,
     check_url,
     contained_path,
     download_with_ytdlp,
+    fetch_by_host,
     redact_url,
     url_hash,
 )
-from stages.sources.base import Discovery, RecordingTask
+from stages.sources.base import Discovery, RecordingTask, SourceBase
 from stages.errors import RejectError
 
 SOURCE = "podcasts"
 DISCOVER_STAGE = "discover"  # feed-level rejects
 FETCH_STAGE = "fetch"  # episode download rejects
 PAGES_DIR = "pages"
+# Feed failures keep these reasons; any other fetch failure of a feed is feed_unreachable.
+_FEED_REASONS_KEPT = ("feed_malformed", "url_host_not_allowed", "url_scheme_not_allowed")
+log = logging.getLogger(__name__)
 # Query parameters that look like credentials are dropped from URLs stored in the catalog.
 _SECRET_PARAM = re.compile(r"token|key|secret|auth|sig|signature|pass|session|credential", re.I)
 
@@ -89,7 +102,7 @@ class FeedConfig(StageConfig):
     title: Optional[str] = Field(None, description="display name; the feed's own title otherwise")
     lang: Optional[str] = Field(None, description="language code; default: the source's lang, else 'auto'")
     license: Optional[str] = Field(None, description="default: the source's license, else the feed's rights text")
-    max_episodes: Optional[int] = Field(None, ge=1, description="newest episodes to take; all if unset")
+    max_episodes: Optional[int] = Field(None, ge=1, le=100000, description="newest episodes to take; all if unset")
     since: Optional[date] = None
     until: Optional[date] = None
     roles: RoleHint = RoleHint()
@@ -170,6 +183,16 @@ def assign_roles(hint: Optional[dict[str, Any]], speakers: Sequence[Speaker], ut
         s.role = hint.get("host", "host") if s.speaker_id == host else hint.get("guest", "guest")
 
 
+class _Job:
+    """One episode's fetch for `fetch_by_host`, with what its reject or deferral is called."""
+
+    def __init__(self, run: Any, item_id: str, label: str):
+        self.run, self.item_id, self.label = run, item_id, label
+
+    def __call__(self) -> Any:
+        return self.run()
+
+
 def _write_json(path: str, doc: dict[str, Any]) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -177,7 +200,7 @@ def _write_json(path: str, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-class PodcastsSource:
+class PodcastsSource(SourceBase):
     name = SOURCE
 
     def __init__(self, config: PodcastsConfig, fetcher: Optional[Fetcher] = None):
@@ -189,29 +212,64 @@ class PodcastsSource:
     # -- discovery
 
     def discover(self) -> Discovery:
+        """Feeds first, then every episode and page, each phase fetched concurrently
+        (fetch.concurrency, fetch.per_host_concurrency); results keep the configured order.
+        Past fetch.budget_s what is not fetched is `deferred` (reported, fetched next time)."""
         os.makedirs(self.root, exist_ok=True)
-        fetcher = self._fetcher or Fetcher(self.config.fetch)
+        cfg = self.config.fetch
+        fetcher = self._fetcher or Fetcher(cfg)
+        stop_at = time.monotonic() + cfg.budget_s if cfg.budget_s else None
+        bodies = fetch_by_host([(f.url, functools.partial(fetcher.get_bytes, f.url, stop_at=stop_at))
+                                for f in self.config.feeds], cfg)
+        slots: list[Any] = []  # in discovery order: a Reject, or the index of a job below
+        jobs: list[tuple[str, Any]] = []
+        makers: list[Any] = []  # per job: its result -> RecordingTask
+        deferred: list[Reject] = []
+        seen: set[str] = set()
+        for feed, (ok, body) in zip(self.config.feeds, bodies):
+            self._plan_feed(fetcher, feed, ok, body, stop_at, slots, jobs, makers, deferred, seen)
+        for page in self.config.pages:
+            self._plan_page(fetcher, page, stop_at, slots, jobs, makers, seen)
+        results = fetch_by_host(jobs, cfg)
         tasks: list[RecordingTask] = []
         rejects: list[Reject] = []
-        seen: set[str] = set()
-        for feed in self.config.feeds:
-            self._discover_feed(fetcher, feed, tasks, rejects, seen)
-        for page in self.config.pages:
-            self._discover_page(fetcher, page, tasks, rejects, seen)
-        return Discovery(tasks=tasks, rejects=rejects)
+        for slot in slots:
+            if isinstance(slot, Reject):
+                rejects.append(slot)
+                continue
+            ok, value = results[slot]
+            item_id, label = jobs[slot][1].item_id, jobs[slot][1].label
+            if ok:
+                tasks.append(makers[slot](value))
+            elif isinstance(value, DownloadDeferred):
+                deferred.append(Reject(self.name, FETCH_STAGE, item_id, "download_deferred", f"{label}{value.detail}"[:2000]))
+            else:
+                rejects.append(Reject(self.name, FETCH_STAGE, item_id, value.reason, f"{label}{value.detail}"[:2000]))
+        if deferred:
+            log.warning("%s: discovery budget of %ss spent: %d download(s) deferred to the next build",
+                        self.name, cfg.budget_s, len(deferred))
+        return Discovery(tasks=tasks, rejects=rejects, deferred=deferred)
 
-    def _discover_feed(self, fetcher: Fetcher, feed: FeedConfig, tasks: list, rejects: list, seen: set[str]) -> None:
+    def _plan_feed(self, fetcher: Fetcher, feed: FeedConfig, ok: bool, body: Any, stop_at: Optional[float],
+                   slots: list, jobs: list, makers: list, deferred: list, seen: set[str]) -> None:
         feed_id = url_hash(feed.url)
-        try:
-            episodes = parse_feed(fetcher.get_bytes(feed.url), feed.url)
-        except RejectError as e:
-            reason = "feed_malformed" if e.reason == "feed_malformed" else "feed_unreachable"
-            detail = f"{redact_url(feed.url)}: {e.reason}: {e.detail}"
-            rejects.append(Reject(self.name, DISCOVER_STAGE, f"feed-{feed_id}", reason, detail[:2000]))
+        if ok:
+            try:
+                episodes = parse_feed(body, feed.url)
+            except RejectError as e:
+                ok, body = False, e
+        if not ok:
+            detail = f"{redact_url(feed.url)}: {getattr(body, 'reason', 'deferred')}: {body.detail}"[:2000]
+            if isinstance(body, DownloadDeferred):
+                deferred.append(Reject(self.name, DISCOVER_STAGE, f"feed-{feed_id}", "download_deferred", detail))
+                return
+            reason = body.reason if body.reason in _FEED_REASONS_KEPT else "feed_unreachable"
+            slots.append(Reject(self.name, DISCOVER_STAGE, f"feed-{feed_id}", reason, detail))
             return
+        lang = feed.lang or self.config.lang or "auto"
         for ep in select_episodes(episodes, feed.max_episodes, feed.since, feed.until):
             origin_id = url_hash(ep.guid)
-            if self._duplicate(origin_id, ep.guid, seen, rejects):
+            if self._duplicate(origin_id, ep.guid, seen, slots):
                 continue
             facts = {
                 "guid": ep.guid,
@@ -223,20 +281,24 @@ class PodcastsSource:
                 "page_url": public_url(ep.page_url),
                 "duration_s": ep.duration_s,
             }
-            try:
-                path, facts = self._fetch(feed_id, ep.guid, facts, lambda dest_dir, stem: self._download(fetcher, ep, dest_dir, stem))
-            except RejectError as e:
-                rejects.append(Reject(self.name, FETCH_STAGE, f"{self.name}-{origin_id}", e.reason,
-                                      f"{ep.title!r}: {e.detail}"[:2000]))
-                continue
-            lang = feed.lang or self.config.lang or "auto"
             license = feed.license or self.config.license or ep.feed_rights or "unknown"
-            tasks.append(self._task(origin_id, path, lang, license, facts, feed.roles, feed.speakers))
 
-    def _discover_page(self, fetcher: Fetcher, page: PageConfig, tasks: list, rejects: list, seen: set[str]) -> None:
+            def download(dest_dir: str, stem: str, ep: Episode = ep) -> str:
+                return self._download(fetcher, ep, dest_dir, stem, stop_at)
+
+            def make(result: tuple[str, dict], origin_id: str = origin_id, license: str = license) -> RecordingTask:
+                return self._task(origin_id, result[0], lang, license, result[1], feed.roles, feed.speakers)
+
+            slots.append(len(jobs))
+            jobs.append((ep.audio_url, _Job(functools.partial(self._fetch, feed_id, ep.guid, facts, download),
+                                            f"{self.name}-{origin_id}", f"{ep.title!r}: ")))
+            makers.append(make)
+
+    def _plan_page(self, fetcher: Fetcher, page: PageConfig, stop_at: Optional[float],
+                   slots: list, jobs: list, makers: list, seen: set[str]) -> None:
         guid = page.url
         origin_id = url_hash(guid)
-        if self._duplicate(origin_id, guid, seen, rejects):
+        if self._duplicate(origin_id, guid, seen, slots):
             return
         facts = {
             "guid": public_url(guid),  # the identity hashes the URL as given; the catalog shows it without credentials
@@ -250,17 +312,20 @@ class PodcastsSource:
         }
 
         def fetch(dest_dir: str, stem: str) -> str:
+            # yt-dlp cannot be stopped midway: past the budget it is not started.
+            if stop_at is not None and time.monotonic() >= stop_at:
+                raise DownloadDeferred(f"{redact_url(page.url)}: discovery budget spent before this page")
             fetcher.wait_turn(page.url)
-            return download_with_ytdlp(page.url, dest_dir, self.config.fetch, name=stem)
+            return download_with_ytdlp(page.url, dest_dir, self.config.fetch, name=stem, fetcher=fetcher)
 
-        try:
-            path, facts = self._fetch(PAGES_DIR, guid, facts, fetch)
-        except RejectError as e:
-            rejects.append(Reject(self.name, FETCH_STAGE, f"{self.name}-{origin_id}", e.reason, e.detail[:2000]))
-            return
-        lang = page.lang or self.config.lang or "auto"
-        license = page.license or self.config.license or "unknown"
-        tasks.append(self._task(origin_id, path, lang, license, facts, page.roles, page.speakers))
+        def make(result: tuple[str, dict]) -> RecordingTask:
+            lang = page.lang or self.config.lang or "auto"
+            license = page.license or self.config.license or "unknown"
+            return self._task(origin_id, result[0], lang, license, result[1], page.roles, page.speakers)
+
+        slots.append(len(jobs))
+        jobs.append((page.url, _Job(functools.partial(self._fetch, PAGES_DIR, guid, facts, fetch), f"{self.name}-{origin_id}", "")))
+        makers.append(make)
 
     def _duplicate(self, origin_id: str, guid: str, seen: set[str], rejects: list) -> bool:
         if origin_id in seen:
@@ -289,10 +354,10 @@ class PodcastsSource:
 
     # -- downloads
 
-    def _download(self, fetcher: Fetcher, ep: Episode, dest_dir: str, stem: str) -> str:
+    def _download(self, fetcher: Fetcher, ep: Episode, dest_dir: str, stem: str, stop_at: Optional[float] = None) -> str:
         ext = audio_extension(ep.audio_url, ep.audio_type)
         dest = contained_path(dest_dir, f"{stem}.{ext}")
-        return fetcher.download(ep.audio_url, dest).path
+        return fetcher.download(ep.audio_url, dest, stop_at=stop_at).path
 
     def _fetch(self, group: str, guid: str, facts: dict[str, Any], fetch: Any) -> tuple[str, dict[str, Any]]:
         """The episode's file: reused when its sidecar matches, else fetched by

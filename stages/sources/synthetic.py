@@ -1,18 +1,21 @@
 """The `synthetic` source: dialogues an LLM writes and TTS speaks, in English, Hindi, Telugu and
 code-mixed Hinglish, assembled on a timeline with human-like gaps, overlaps and backchannels.
 
-Discovery does the generation, in the build's main process: requests (seeded combinations of
-the manifest's topics, personas and styles) → scripts (stages/synth/scripts.py; validation
-rejects become discovery rejects) → one voice per speaker (stages/synth/tts/base.py) → TTS per turn →
-round trip (Whisper transcribes each turn; its CER against the script is recorded, and a
+Two steps. Discovery, in the build's driver, writes the scripts: requests (seeded combinations
+of the manifest's topics, personas and styles) → an LLM (stages/synth/scripts.py; validation
+rejects become discovery rejects) → `<output_dir>/<dialogue id>.script.json`. Rendering is
+`prepare`, a per-recording phase that the engine maps over workers (a Ray actor pool, TTS and
+Whisper loaded once per worker): one voice per speaker (stages/synth/tts/base.py) → TTS per turn
+→ round trip (Whisper transcribes each turn; its CER against the script is recorded, and a
 dialogue with a turn above `roundtrip_cer_max` for its language is rejected `tts_roundtrip_cer`)
 → timeline (stages/synth/timeline.py; gaps measured on the corpus's real conversations when
 `gap_stats_from` names a corpus with enough of them) → `<output_dir>/<dialogue id>.wav` (USER on
 channel 0, AI on 1), `.mono.wav` and `.json` (script, voices, timeline, CERs, request
 fingerprint; written last, so its presence means the dialogue is complete). A dialogue whose
-files exist with the same fingerprint is not generated again. Recording workers then only read
-those files: `read_audio` decodes the WAV, `read_transcript` turns the placements into speakers
-(USER/AI, role user/ai, voice id in metadata_json) and utterances.
+files exist with the same fingerprint is not made again, and a task's identity is its request
+and script (`RecordingTask.content_key`), so it is the same before and after rendering. Ingest
+then reads those files: `read_audio` decodes the WAV, `read_transcript` turns the placements
+into speakers (USER/AI, role user/ai, voice id in metadata_json) and utterances.
 
 Reject reasons: the script stage's (`llm_unavailable`, `llm_timeout`, `llm_bad_response`,
 `llm_request_refused`, and its validation codes), the TTS stage's (`tts_*`), and
@@ -36,13 +39,12 @@ from catalog.schema import Recording, Reject, Speaker, Utterance
 from stages.audio.decode import DecodedAudio, resample
 from stages.audio.load import decode_file
 from stages.config import AsrConfig, StageConfig
-from stages.synth.scripts import DialogueRequest, ScriptConfig, generate_scripts
+from stages.synth.scripts import DialogueRequest, Script, ScriptConfig, generate_scripts
 from stages.synth.llm import LlmConfig
 from stages.synth.llm_server import LlamaServerConfig
 from stages.metrics import normalize_text, wer_cer
-from stages.sources.base import Discovery, RecordingTask
+from stages.sources.base import Discovery, RecordingTask, SourceBase, Transcript
 from stages.errors import RejectError
-from stages.sources.ldc import Transcript
 from stages.synth.timeline import assemble
 from stages.synth.tts.base import TtsConfig
 from stages.synth.turn_stats import DEFAULT, GapDistribution
@@ -149,7 +151,8 @@ class Planned:
     dialogue_id: str
     request: DialogueRequest
     persona: AiPersona
-    fingerprint: str
+    fingerprint: str  # everything that shapes the dialogue's files
+    script_fingerprint: str  # what shapes its script (request and LLM settings)
 
 
 def _digest(obj: Any, n: int = 16) -> str:
@@ -174,6 +177,11 @@ def plan_requests(cfg: SyntheticConfig) -> list[Planned]:
             req = DialogueRequest(lang=lang, topic=cfg.topics[t], ai_persona=persona.describe(),
                                   user_profile=cfg.user_profiles[u], style=cfg.styles[s], turns=cfg.turns, seed=seed)
             did = f"{lang}-{_digest(req.model_dump(mode='json'), 12)}"
+            script_fp = _digest({
+                "request": req.model_dump(mode="json"),
+                "llm": cfg.llm.model_dump(mode="json", include={"model", "mode", "temperature", "top_p", "max_tokens", "structured"}),
+                "script": cfg.script.fingerprint(),
+            })
             fp = _digest({
                 "request": req.model_dump(mode="json"),
                 "llm": cfg.llm.model_dump(mode="json", include={"model", "mode", "temperature", "top_p", "max_tokens", "structured"}),
@@ -181,7 +189,7 @@ def plan_requests(cfg: SyntheticConfig) -> list[Planned]:
                 "asr": cfg.asr.fingerprint() if cfg.roundtrip else None,
                 "backchannels": cfg.backchannels, "version": SYNTH_VERSION,
             })
-            out.append(Planned(did, req, persona, fp))
+            out.append(Planned(did, req, persona, fp, script_fp))
     return out
 
 
@@ -190,57 +198,48 @@ def _cer(reference: str, hypothesis: str) -> float:
     return 1.0 if cer is None else round(float(cer), 4)
 
 
-class SyntheticSource:
+class SyntheticSource(SourceBase):
     name = SOURCE
 
     def __init__(self, config: SyntheticConfig):
         self.config = config
         self._tts: Any = None
         self._asr: Any = None
+        self._plan: Optional[dict[str, Planned]] = None
+        self._gap_distribution: Optional[GapDistribution] = None
 
     # -- paths
     def _paths(self, did: str) -> dict[str, str]:
         base = os.path.join(self.config.out_dir(), did)
-        return {"wav": base + ".wav", "mono": base + ".mono.wav", "json": base + ".json"}
+        return {"wav": base + ".wav", "mono": base + ".mono.wav", "json": base + ".json", "script": base + ".script.json"}
 
     def _license(self) -> str:
         return self.config.license or f"synthetic (LLM {self.config.llm.model} + TTS {self.config.tts.backend})"
 
-    # -- discovery: generation
+    # -- discovery: scripts (LLM requests, in the driver)
     def discover(self) -> Discovery:
+        """Plans the dialogues, writes the missing scripts, and returns one task per dialogue
+        that has a script. Rendering (TTS, round trip, timeline) is `prepare`, on the workers."""
         cfg = self.config
         os.makedirs(cfg.out_dir(), exist_ok=True)
         planned = plan_requests(cfg)
-        done: dict[str, dict] = {}
+        scripts: dict[str, dict] = {}
         todo: list[Planned] = []
         for p in planned:
-            doc = self._existing(p)
-            (todo.append(p) if doc is None else done.__setitem__(p.dialogue_id, doc))
+            doc = self._existing(p) or self._existing_script(p)
+            (todo.append(p) if doc is None else scripts.__setitem__(p.dialogue_id, doc))
         rejects: list[Reject] = []
         if todo:
-            seen = [d["script_text"] for d in done.values()]
-            scripts, script_rejects = self._generate([p.request for p in todo], seen)
+            seen = [d["script_text"] for d in scripts.values()]
+            generated, script_rejects = self._generate([p.request for p in todo], seen)
             by_item = {f"dialogue-{i}": p for i, p in enumerate(todo)}
             for r in script_rejects:
                 p = by_item[r.item_id]
                 rejects.append(Reject(self.name, r.stage, f"{self.name}-{p.dialogue_id}", r.reason, r.detail))
-            for s in scripts:
-                p = by_item[s.item_id]
-                try:
-                    done[p.dialogue_id] = self._render(p, s)
-                except RejectError as e:
-                    stage = "roundtrip" if e.reason == "tts_roundtrip_cer" else "tts"
-                    rejects.append(Reject(self.name, stage, f"{self.name}-{p.dialogue_id}", e.reason, e.detail[:2000]))
-        tasks = []
-        for p in planned:
-            doc = done.get(p.dialogue_id)
-            if doc is None:
-                continue
-            over = self._over_threshold(p.request.lang, doc["cers"])
-            if over is not None:  # a cached dialogue, checked against today's threshold
-                rejects.append(Reject(self.name, "roundtrip", f"{self.name}-{p.dialogue_id}", "tts_roundtrip_cer", over))
-                continue
-            tasks.append(self._task(p, doc))
+            for script in generated:
+                p = by_item[script.item_id]
+                scripts[p.dialogue_id] = self._write_script(p, script)
+        tasks = [self._task(p, scripts[p.dialogue_id]) for p in planned if p.dialogue_id in scripts]
         return Discovery(tasks=tasks, rejects=rejects)
 
     def _generate(self, requests: list[DialogueRequest], seen: list[str]) -> tuple[list, list[Reject]]:
@@ -264,6 +263,55 @@ class SyntheticSource:
             return generate_scripts(client, requests, cfg=cfg.script, seen=seen)
         finally:
             server.stop()
+
+    def _write_script(self, p: Planned, script: Script) -> dict:
+        doc = {
+            "dialogue_id": p.dialogue_id,
+            "script_fingerprint": p.script_fingerprint,
+            "script": [{"speaker": t.speaker, "text": t.text} for t in script.turns],
+            "script_text": script.text,
+            "llm": {"model": self.config.llm.model, "mode": self.config.llm.mode, "seed": script.seed,
+                    "attempts": script.attempts},
+        }
+        _atomic_bytes(self._paths(p.dialogue_id)["script"], json.dumps(doc, ensure_ascii=False, indent=1).encode("utf-8"))
+        return doc
+
+    def _existing_script(self, p: Planned) -> Optional[dict]:
+        try:
+            with open(self._paths(p.dialogue_id)["script"], encoding="utf-8") as f:
+                doc = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return doc if doc.get("script_fingerprint") == p.script_fingerprint else None
+
+    # -- recording workers: rendering
+    def prepare_fingerprint(self) -> str:
+        """Today's round-trip thresholds: a dialogue made earlier is judged against them."""
+        return _digest(self.config.roundtrip_cer_max)
+
+    def prepare(self, task: RecordingTask) -> bool:
+        """Render a dialogue whose files are missing (TTS, round trip, timeline, files); check a
+        rendered one against today's round-trip thresholds. RejectError rejects the dialogue."""
+        p = self._planned(task)
+        doc = self._existing(p)
+        rendered = doc is None
+        if doc is None:
+            script_doc = self._existing_script(p)
+            if script_doc is None:
+                raise RejectError("script_missing", f"no script for {p.dialogue_id} in {self.config.out_dir()}")
+            doc = self._render(p, script_doc)
+        over = self._over_threshold(p.request.lang, doc["cers"])
+        if over is not None:
+            raise RejectError("tts_roundtrip_cer", over)
+        return rendered
+
+    def _planned(self, task: RecordingTask) -> Planned:
+        if self._plan is None:
+            self._plan = {p.dialogue_id: p for p in plan_requests(self.config)}
+        try:
+            return self._plan[task.origin_id]
+        except KeyError:
+            raise RejectError("dialogue_not_planned", f"{task.origin_id} is not among this config's dialogues") from None
 
     def _existing(self, p: Planned) -> Optional[dict]:
         paths = self._paths(p.dialogue_id)
@@ -294,7 +342,7 @@ class SyntheticSource:
         langs = self._backend().languages()
         return lang if lang in langs or lang not in TTS_FALLBACK else TTS_FALLBACK[lang]
 
-    def _render(self, p: Planned, script: Any) -> dict:
+    def _render(self, p: Planned, script: dict) -> dict:
         """TTS, round trip, timeline, files. RejectError (tts_*) rejects the whole dialogue."""
         from stages.synth.tts.base import assign_voices
 
@@ -302,21 +350,18 @@ class SyntheticSource:
         voices = assign_voices(self._tts_lang(lang), len(ROLES), p.request.seed, backend)
         index = {label: i for i, (label, _) in enumerate(ROLES)}
         turns, sr = [], None
-        for k, t in enumerate(script.turns):
+        for k, t in enumerate(script["script"]):
             try:
-                audio, sr_k = backend.synthesize(t.text, voices[index[t.speaker]])
+                audio, sr_k = backend.synthesize(t["text"], voices[index[t["speaker"]]])
             except RejectError as e:
                 raise RejectError(e.reason, f"turn {k}: {e.detail}") from None
             if sr is None:
                 sr = sr_k
             elif sr_k != sr:
                 audio = resample(audio, sr_k, sr)[0]
-            turns.append((index[t.speaker], audio, t.text))
+            turns.append((index[t["speaker"]], audio, t["text"]))
         transcribe = cfg.roundtrip and (cfg.roundtrip_unchecked or cfg.roundtrip_cer_max.get(lang) is not None)
         cers = self._roundtrip(turns, sr, lang) if transcribe else [None] * len(turns)
-        over = self._over_threshold(lang, cers)
-        if over is not None:
-            raise RejectError("tts_roundtrip_cer", over)
         bcs = self._backchannel_clips(voices, lang, sr) if cfg.backchannels else None
         gaps = self._gaps()
         tl = assemble(turns, sr, gaps, np.random.default_rng(p.request.seed), bcs)
@@ -326,9 +371,9 @@ class SyntheticSource:
             "request": p.request.model_dump(mode="json"),
             "persona": p.persona.model_dump(mode="json"),
             "lang": lang,
-            "llm": {"model": cfg.llm.model, "mode": cfg.llm.mode, "seed": script.seed, "attempts": script.attempts},
-            "script": [{"speaker": t.speaker, "text": t.text} for t in script.turns],
-            "script_text": script.text,
+            "llm": script["llm"],
+            "script": script["script"],
+            "script_text": script["script_text"],
             "tts": {"backend": backend.name, "sample_rate": sr},
             "voices": {label: {"voice_id": v.voice_id, "lang": v.lang} for (label, _), v in zip(ROLES, voices)},
             "cers": cers,
@@ -382,13 +427,13 @@ class SyntheticSource:
         return out
 
     def _gaps(self) -> GapDistribution:
-        if self.config.gap_stats_from:
-            measured = _measured_gaps(self.config.gap_stats_from)
-            if measured is not None:
-                return measured
-        return DEFAULT
+        if self._gap_distribution is None:
+            measured = _measured_gaps(self.config.gap_stats_from) if self.config.gap_stats_from else None
+            self._gap_distribution = measured or DEFAULT
+        return self._gap_distribution
 
     def _task(self, p: Planned, doc: dict) -> RecordingTask:
+        """`doc`: the dialogue's script (or its rendered record, which holds the script)."""
         paths = self._paths(p.dialogue_id)
         return RecordingTask(
             source=self.name,
@@ -404,10 +449,11 @@ class SyntheticSource:
                 "user_profile": p.request.user_profile,
                 "style": p.request.style,
                 "llm_model": doc["llm"]["model"],
-                "tts_backend": doc["tts"]["backend"],
-                "voices": {k: v["voice_id"] for k, v in doc["voices"].items()},
+                "tts_backend": self.config.tts.backend,
                 "fingerprint": p.fingerprint,
             },
+            content_key=f"{p.fingerprint}:{_digest(doc['script_text'])}",
+            needs_prepare=True,
         )
 
     # -- recording workers: read what discovery wrote

@@ -8,7 +8,7 @@ import torch
 
 from model.conformer import ConformerEncoder, KVCache
 from model.delay import apply_delay, delay_mask, revert_delay
-from model.s2s import (S2S_PRESETS, TEXT_PAD, TEXT_VOCAB, S2SConfig, S2SModel, load_s2s, text_tokens)
+from model.s2s import (S2S_PRESETS, TEXT_PAD, TEXT_VOCAB, S2SConfig, S2SModel, load_s2s, text_bytes, text_tokens)
 
 TINY = S2S_PRESETS["tiny"]
 
@@ -89,6 +89,30 @@ def test_decoder_io_layout():
     assert targets[0].tolist() == [[1, 2, eos, I, I, I], [I, 3, 4, eos, I, I], [I, I, 5, 6, eos, I]]
     assert dec_in[0].tolist() == [[bos, 1, 2, eos, pad, pad], [bos, pad, 3, 4, eos, pad],
                                   [bos, pad, pad, 5, 6, eos]]
+
+
+def test_decoder_io_cropped_turn_has_no_end_of_turn():
+    """A turn cut at the length limit (ai_eos False): no EOS target, and no target whose inputs
+    reach past the crop (codebook k of frame f needs f + k <= len)."""
+    model = tiny_model(n_codebooks=3, codebook_size=10)
+    codes = torch.tensor([[[1, 2, 7], [3, 4, 8], [5, 6, 9]]])  # 3 kept frames of a longer turn
+    mask = _lengths_mask(torch.tensor([3]), 3)
+    dec_in, targets = model.decoder_io(codes, mask, torch.tensor([False]))
+    pad, bos, I = model.dec_pad, model.dec_bos, -100
+    assert targets[0].tolist() == [[1, 2, 7, I, I, I], [I, 3, 4, 8, I, I], [I, I, 5, 6, I, I]]
+    assert model.dec_eos not in dec_in[0].tolist()[0] + dec_in[0].tolist()[1] + dec_in[0].tolist()[2]
+    assert dec_in[0, 0].tolist() == [bos, 1, 2, 7, pad, pad]
+    # Every kept target is the same as in the whole turn's layout (longer, with its real end).
+    whole = torch.tensor([[[1, 2, 7, 1, 1], [3, 4, 8, 1, 1], [5, 6, 9, 1, 1]]])
+    dec_w, tgt_w = model.decoder_io(whole, _lengths_mask(torch.tensor([5]), 5))
+    keep = targets[0] != I
+    assert torch.equal(targets[0][keep], tgt_w[0, :, :6][keep])
+    # Causality: each kept target's visible inputs (positions <= its step) match the whole turn's.
+    for k, step in keep.nonzero().tolist():
+        assert torch.equal(dec_in[0, :, : step + 1], dec_w[0, :, : step + 1]), (k, step)
+    # Rows that end keep their layout in a mixed batch.
+    both = model.decoder_io(torch.cat([codes, codes]), torch.cat([mask, mask]), torch.tensor([True, False]))
+    assert torch.equal(both[1][0], model.decoder_io(codes, mask)[1][0]) and torch.equal(both[1][1], targets[0])
 
 
 # ---- forward: shapes, padding, causality -----------------------------------------------------
@@ -252,6 +276,30 @@ def test_text_stream_forward():
     # user text changes the encoding
     no_text = {k: v for k, v in batch.items() if k not in ("user_text", "user_text_mask")}
     assert not torch.allclose(model(no_text).logits, out.logits, atol=1e-4)
+
+
+def test_text_bytes_keep_the_end_at_a_character_boundary():
+    assert text_bytes("hello world", 5, keep_end=True) == b"world"
+    assert text_bytes("hello world", 5) == b"hello"
+    assert text_bytes("नमस्ते", 7, keep_end=True).decode("utf-8") == "ते"  # never half a character
+    tokens, mask = text_tokens(["abcdef"], 3, keep_end=True)
+    assert bytes(tokens[0].tolist()) == b"def"
+
+
+def test_ctc_targets_only_whole_texts_the_audio_can_carry():
+    """A row whose text is marked unusable (a cropped turn) or needs more CTC frames than its
+    kept frames give adds nothing to the text loss: the loss equals that of the good row alone."""
+    model = tiny_model(text_vocab=TEXT_VOCAB, text_ctc_upsample=1)
+    batch = make_batch(TINY, B=3, ai_len=[8, 5, 3])
+    batch["ai_text"], batch["ai_text_mask"] = text_tokens(["hi!", "sure", "far too long for 3 frames"], 32)
+    batch["ai_text_ok"] = torch.tensor([True, False, True])
+    lengths = batch["ai_mask"].sum(1)
+    ok = model.text_targets_ok(lengths, batch["ai_text"], batch["ai_text_mask"], batch["ai_text_ok"])
+    assert ok.tolist() == [True, False, False]  # row 2: 25 bytes > (3 + K) CTC frames
+    assert model.ctc_needed(*text_tokens(["aab"], 8)).tolist() == [4]  # a blank between the two a's
+    out = model(batch)
+    alone = {k: (v[:1] if torch.is_tensor(v) else v) for k, v in batch.items()}
+    assert torch.allclose(out.text_loss, model(alone).text_loss, atol=1e-5)
 
 
 def test_config_round_trip_and_checkpoint(tmp_path):

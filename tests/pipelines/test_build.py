@@ -19,7 +19,7 @@ from catalog.lock import BuildLock, BuildLockedError
 from catalog.store import Store
 from catalog.versions import current
 from pipelines.config import load_build_config
-from pipelines.report import Reporter
+from pipelines.progress import Reporter
 from pipelines.run import run_build
 from stages.corpus.shards import read_index
 from stages.audio.sphere import write_sphere
@@ -68,7 +68,10 @@ def test_build_produces_catalog_and_shards(demo_copy, tmp_path):
     first = samples[0]
     meta = json.loads(first["json"])
     user, sr = sf.read(io.BytesIO(first["user.flac"]))
-    assert sr == 24000 and abs(len(user) / sr - meta["user_duration_s"]) < 0.05
+    # user.flac is the user turn with its margins (segment.clip_pad_s), recorded in the json.
+    clip_s = meta["user_clip_end_s"] - meta["user_clip_start_s"]
+    assert meta["user_clip_start_s"] <= meta["user_start_s"] and clip_s >= meta["user_duration_s"]
+    assert sr == 24000 and abs(len(user) / sr - clip_s) < 0.05
     assert meta["shard"] in [sh.path for sh in index]
     windows = list(wds.WebDataset([os.path.join(out, sh.path) for sh in index if sh.kind == "dialogues"], shardshuffle=False))
     audio, _ = sf.read(io.BytesIO(windows[0]["flac"]))
@@ -184,11 +187,23 @@ def test_duckdb_cli_reads_the_catalog(demo_copy, tmp_path):
 
 
 def test_span_reads_cut_the_same_samples_as_whole_reads(demo_copy, tmp_path, monkeypatch):
-    """Long recordings are cut span by span instead of read whole; the shards must not differ."""
+    """Long recordings are cut from stretches read once per shard job instead of read whole; the
+    shards must not differ, whether the stretches hold many samples or one each."""
     import pipelines.process as process
     from tests.pipelines.test_build_resume import _shard_files
 
     build(demo_copy, tmp_path / "whole")
-    monkeypatch.setattr(process, "WHOLE_READ_MAX_S", 0.0)
-    build(demo_copy, tmp_path / "spans")
-    assert _shard_files(tmp_path / "spans") == _shard_files(tmp_path / "whole")
+    for max_read_s in (20.0, 0.0):
+        monkeypatch.setattr(process, "MAX_READ_S", max_read_s)
+        build(demo_copy, tmp_path / f"stretches-{max_read_s}")
+        assert _shard_files(tmp_path / f"stretches-{max_read_s}") == _shard_files(tmp_path / "whole")
+
+
+def test_stretches_cover_every_span_and_stay_bounded():
+    from pipelines.process import _stretches
+
+    spans = [(0.0, 4.0), (3.0, 9.0), (30.0, 31.0), (8.0, 12.0), (100.0, 140.0)]
+    stretches = _stretches(spans, 15.0)
+    assert stretches == [(0.0, 12.0), (30.0, 31.0), (100.0, 140.0)]
+    for s, e in spans:
+        assert any(a <= s and e <= b for a, b in stretches)

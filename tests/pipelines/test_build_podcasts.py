@@ -18,7 +18,7 @@ from rich.console import Console
 
 from pipelines.config import load_build_config
 from pipelines.evaluate import evaluate
-from pipelines.report import Reporter
+from pipelines.progress import Reporter
 from pipelines.run import run_build
 from stages.sources.demo.loopback import serve_directory
 from stages.sources.demo.conversations import standard_test_set
@@ -70,7 +70,7 @@ def _build(feed_url, out, download_dir, engine="inline"):
         source_options={
             "feeds": [{"url": feed_url, "lang": "en", "license": "CC0-1.0", "roles": "host_first"}],
             "download_dir": str(download_dir),
-            "fetch": {"rate_limit_per_s": 0, "retries": 0},
+            "fetch": {"rate_limit_per_s": 0, "retries": 0, "allow_private_hosts": True},
         },
         overrides=["shard.target_shard_mb=1", "analyze.asr.languages=[en, hi, te]"],
         engine={"kind": engine, "num_cpus": 2},

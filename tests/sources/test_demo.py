@@ -202,7 +202,7 @@ def test_demo_build_has_synthetic_dialogues_in_hindi_telugu_and_english(tmp_path
 
     import stages.synth.llm_server
     from pipelines.config import load_build_config
-    from pipelines.report import Reporter
+    from pipelines.progress import Reporter
     from pipelines.run import run_build
     from stages.sources.demo.source import DemoConfig, DemoSource
 

@@ -46,6 +46,8 @@ class Route:
     delay_s: float = 0.0
     send_length: bool = True
     location: Optional[str] = None  # for 3xx
+    trickle: Optional[tuple[int, float]] = None  # body sent as (bytes, pause in seconds) pieces
+    barrier: Optional[threading.Barrier] = None  # requests wait here for each other (500 if alone)
 
 
 @dataclass
@@ -86,6 +88,11 @@ class LoopbackServer:
                     return self._send(hit, 404, b"not found", "text/plain")
                 if route.delay_s:
                     time.sleep(route.delay_s)
+                if route.barrier is not None:
+                    try:
+                        route.barrier.wait()
+                    except threading.BrokenBarrierError:
+                        return self._send(hit, 500, b"alone at the barrier", "text/plain")
                 if failing:
                     extra = {"Retry-After": route.retry_after} if route.retry_after else {}
                     return self._send(hit, route.fail_status, b"try later", "text/plain", extra)
@@ -100,10 +107,11 @@ class LoopbackServer:
                     if start >= len(body):
                         return self._send(hit, 416, b"", "text/plain", {"Content-Range": f"bytes */{len(body)}"})
                     return self._send(hit, 206, body[start:], route.content_type,
-                                      {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"})
-                self._send(hit, 200, body, route.content_type, {}, cut, route.send_length)
+                                      {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"},
+                                      trickle=route.trickle)
+                self._send(hit, 200, body, route.content_type, {}, cut, route.send_length, route.trickle)
 
-            def _send(self, hit, status, body, ctype, extra=None, cut=None, send_length=True):
+            def _send(self, hit, status, body, ctype, extra=None, cut=None, send_length=True, trickle=None):
                 hit.status = status
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
@@ -112,8 +120,17 @@ class LoopbackServer:
                 for k, v in (extra or {}).items():
                     self.send_header(k, v)
                 self.end_headers()
+                body = body if cut is None else body[:cut]
                 try:
-                    self.wfile.write(body if cut is None else body[:cut])
+                    if trickle is None:
+                        self.wfile.write(body)
+                    else:
+                        self.wfile.flush()
+                        step, pause = trickle
+                        for i in range(0, len(body), step):
+                            self.wfile.write(body[i:i + step])
+                            self.wfile.flush()
+                            time.sleep(pause)
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     pass
@@ -178,7 +195,7 @@ class FakeClock:
         self.now += s
 
 
-FAST = FetchConfig(retries=3, backoff_s=0.01, timeout_s=5, rate_limit_per_s=0, ytdlp_extractors=["generic"])
+FAST = FetchConfig(allow_private_hosts=True, retries=3, backoff_s=0.01, timeout_s=5, rate_limit_per_s=0, ytdlp_extractors=["generic"])
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +214,7 @@ def wav_bytes(tmp_path_factory) -> bytes:
 
 def test_get_bytes_and_user_agent(server):
     server.routes["/doc"] = Route(b"<rss/>", "application/rss+xml")
-    f = Fetcher(FetchConfig(rate_limit_per_s=0, user_agent="convcorpus-test/1"))
+    f = Fetcher(FetchConfig(allow_private_hosts=True, rate_limit_per_s=0, user_agent="convcorpus-test/1"))
     assert f.get_bytes(server.url("/doc")) == b"<rss/>"
     assert server.hits[-1].headers["User-Agent"] == "convcorpus-test/1"
 
@@ -257,7 +274,7 @@ def test_stale_part_longer_than_file_restarts(server, wav_bytes, tmp_path):
 def test_retries_on_500_then_success(server):
     server.routes["/flaky"] = Route(b"ok", fail_times=2)
     clock = FakeClock()
-    f = Fetcher(FetchConfig(retries=3, backoff_s=0.5, rate_limit_per_s=0), clock=clock, sleep=clock.sleep)
+    f = Fetcher(FetchConfig(allow_private_hosts=True, retries=3, backoff_s=0.5, rate_limit_per_s=0), clock=clock, sleep=clock.sleep)
     assert f.get_bytes(server.url("/flaky")) == b"ok"
     assert server.count("/flaky") == 3
     assert clock.sleeps == [0.5, 1.0]  # exponential backoff
@@ -266,7 +283,7 @@ def test_retries_on_500_then_success(server):
 def test_429_honours_retry_after(server):
     server.routes["/busy"] = Route(b"ok", fail_times=1, fail_status=429, retry_after="7")
     clock = FakeClock()
-    f = Fetcher(FetchConfig(backoff_s=0.01, rate_limit_per_s=0), clock=clock, sleep=clock.sleep)
+    f = Fetcher(FetchConfig(allow_private_hosts=True, backoff_s=0.01, rate_limit_per_s=0), clock=clock, sleep=clock.sleep)
     assert f.get_bytes(server.url("/busy")) == b"ok"
     assert clock.sleeps == [7.0]
 
@@ -274,7 +291,7 @@ def test_429_honours_retry_after(server):
 def test_persistent_500_is_fetch_failed(server):
     server.routes["/down"] = Route(b"", fail_times=100)
     clock = FakeClock()
-    f = Fetcher(FetchConfig(retries=2, backoff_s=0.01, rate_limit_per_s=0), clock=clock, sleep=clock.sleep)
+    f = Fetcher(FetchConfig(allow_private_hosts=True, retries=2, backoff_s=0.01, rate_limit_per_s=0), clock=clock, sleep=clock.sleep)
     with pytest.raises(RejectError) as e:
         f.get_bytes(server.url("/down"))
     assert e.value.reason == "fetch_failed" and "HTTP 500" in e.value.detail
@@ -294,7 +311,7 @@ def test_404_and_410_are_episode_not_found_without_retry(server, tmp_path):
 
 def test_unreachable_host_fails_after_retries():
     clock = FakeClock()
-    f = Fetcher(FetchConfig(retries=2, backoff_s=0.25, rate_limit_per_s=0, timeout_s=2), clock=clock, sleep=clock.sleep)
+    f = Fetcher(FetchConfig(allow_private_hosts=True, retries=2, backoff_s=0.25, rate_limit_per_s=0, timeout_s=2), clock=clock, sleep=clock.sleep)
     with pytest.raises(RejectError) as e:
         f.get_bytes(closed_port_url())
     assert e.value.reason == "fetch_failed" and "refused" in e.value.detail.lower()
@@ -303,7 +320,7 @@ def test_unreachable_host_fails_after_retries():
 
 def test_slow_server_times_out_then_fails(server):
     server.routes["/slow"] = Route(b"late", delay_s=1.0)
-    f = Fetcher(FetchConfig(retries=0, timeout_s=0.2, rate_limit_per_s=0))
+    f = Fetcher(FetchConfig(allow_private_hosts=True, retries=0, timeout_s=0.2, rate_limit_per_s=0))
     with pytest.raises(RejectError) as e:
         f.get_bytes(server.url("/slow"))
     assert e.value.reason == "fetch_failed" and "timed out" in e.value.detail.lower()
@@ -312,7 +329,7 @@ def test_slow_server_times_out_then_fails(server):
 def test_error_details_carry_no_credentials(server):
     server.routes["/private"] = Route(fail_times=100)
     url = f"http://user:hunter2@127.0.0.1:{server.port}/private?token=SECRET123&x=1"
-    f = Fetcher(FetchConfig(retries=1, backoff_s=0, rate_limit_per_s=0))
+    f = Fetcher(FetchConfig(allow_private_hosts=True, retries=1, backoff_s=0, rate_limit_per_s=0))
     with pytest.raises(RejectError) as e:
         f.get_bytes(url)
     text = f"{e.value.reason} {e.value.detail} {e.value}"
@@ -348,7 +365,7 @@ def test_redirect_to_file_scheme_refused(server, tmp_path):
 def test_max_bytes_enforced_with_and_without_length(server, tmp_path):
     server.routes["/big"] = Route(b"x" * 5000)
     server.routes["/big-nolen"] = Route(b"x" * 5000, send_length=False)
-    f = Fetcher(FetchConfig(max_bytes=4096, max_feed_bytes=1000, rate_limit_per_s=0, backoff_s=0))
+    f = Fetcher(FetchConfig(allow_private_hosts=True, max_bytes=4096, max_feed_bytes=1000, rate_limit_per_s=0, backoff_s=0))
     for path in ("/big", "/big-nolen"):
         with pytest.raises(RejectError) as e:
             f.download(server.url(path), str(tmp_path / "big.mp3"))
@@ -376,7 +393,7 @@ def test_token_bucket_schedule_with_injected_clock():
 def test_fetcher_rate_limits_per_host(server):
     server.routes["/rl"] = Route(b"r")
     clock = FakeClock()
-    f = Fetcher(FetchConfig(rate_limit_per_s=4.0, rate_burst=1), clock=clock, sleep=clock.sleep)
+    f = Fetcher(FetchConfig(allow_private_hosts=True, rate_limit_per_s=4.0, rate_burst=1), clock=clock, sleep=clock.sleep)
     start_hits = server.count("/rl")
     for _ in range(5):
         f.get_bytes(server.url("/rl"))
@@ -455,7 +472,7 @@ def test_final_errors_drop_the_part_transient_ones_keep_it(server, tmp_path):
     with open(dest + ".part", "wb") as f:
         f.write(b"old partial")
     with pytest.raises(RejectError) as e:
-        Fetcher(FetchConfig(retries=1, backoff_s=0, rate_limit_per_s=0)).download(server.url("/down.mp3"), dest)
+        Fetcher(FetchConfig(allow_private_hosts=True, retries=1, backoff_s=0, rate_limit_per_s=0)).download(server.url("/down.mp3"), dest)
     assert e.value.reason == "fetch_failed"
     assert _read(dest + ".part") == b"old partial"  # the next run resumes it
 
@@ -473,3 +490,207 @@ def test_large_download_is_streamed_not_held_in_memory(server, tmp_path):
         tracemalloc.stop()
     assert r.bytes == len(body) and r.sha256 == hashlib.sha256(body).hexdigest()
     assert peak < 8 << 20, f"peak Python allocation {peak / 2**20:.1f} MiB"
+
+
+# --- bounded downloads -----------------------------------------------------------------------
+
+
+def _bounded(**kw) -> FetchConfig:
+    base = dict(allow_private_hosts=True, retries=0, backoff_s=0, timeout_s=5, rate_limit_per_s=0)
+    return FetchConfig(**{**base, **kw})
+
+
+def test_trickling_host_fails_on_the_throughput_floor(server, tmp_path):
+    # 20 bytes/s: every socket read returns within the timeout, so only the floor can end it.
+    server.routes["/trickle.mp3"] = Route(b"x" * 20_000, "audio/mpeg", trickle=(1, 0.05))
+    f = Fetcher(_bounded(min_bytes_per_s=1000, throughput_window_s=1, deadline_s=60))
+    t0 = time.monotonic()
+    with pytest.raises(RejectError) as e:
+        f.download(server.url("/trickle.mp3"), str(tmp_path / "t.mp3"))
+    assert time.monotonic() - t0 < 10
+    assert e.value.reason == "fetch_failed"
+    assert "too slow" in e.value.detail and "fetch.min_bytes_per_s" in e.value.detail
+    assert os.path.exists(tmp_path / "t.mp3.part")  # kept: the next run resumes it
+    with pytest.raises(RejectError) as e:
+        f.get_bytes(server.url("/trickle.mp3"), max_bytes=1 << 20)
+    assert e.value.reason == "fetch_failed" and "too slow" in e.value.detail
+
+
+def test_deadline_bounds_a_download_however_it_trickles(server, tmp_path):
+    server.routes["/steady.mp3"] = Route(b"y" * 200_000, "audio/mpeg", trickle=(2000, 0.5))  # 4 kB/s, 50 s
+    f = Fetcher(_bounded(min_bytes_per_s=0, deadline_s=1.5, retries=3))
+    t0 = time.monotonic()
+    with pytest.raises(RejectError) as e:
+        f.download(server.url("/steady.mp3"), str(tmp_path / "s.mp3"))
+    assert time.monotonic() - t0 < 6
+    assert e.value.reason == "fetch_failed" and "deadline passed" in e.value.detail
+    # retries and their waits count against the same deadline
+    server.routes["/always-503"] = Route(fail_times=10_000, fail_status=503)
+    f = Fetcher(_bounded(deadline_s=1.5, retries=10, backoff_s=1.0))
+    t0 = time.monotonic()
+    with pytest.raises(RejectError) as e:
+        f.get_bytes(server.url("/always-503"))
+    assert time.monotonic() - t0 < 3 and "deadline passed" in e.value.detail and "HTTP 503" in e.value.detail
+
+
+def _raw_server(reply):
+    """A TCP server on loopback answering every connection with `reply(conn)`; returns (port, stop)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    stop = threading.Event()
+
+    def loop():
+        sock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=reply, args=(conn, stop), daemon=True).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+
+    def close():
+        stop.set()
+        sock.close()
+
+    return sock.getsockname()[1], close
+
+
+def test_headers_that_never_end_hit_the_deadline():
+    def reply(conn, stop):
+        with conn:
+            try:
+                conn.sendall(b"HTTP/1.0 200 OK\r\nX-Slow: ")
+                while not stop.is_set():
+                    conn.sendall(b"a")
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+    port, close = _raw_server(reply)
+    try:
+        f = Fetcher(_bounded(deadline_s=1.5, min_bytes_per_s=0))
+        t0 = time.monotonic()
+        with pytest.raises(RejectError) as e:
+            f.get_bytes(f"http://127.0.0.1:{port}/feed.xml")
+        assert time.monotonic() - t0 < 6 and "deadline passed" in e.value.detail
+    finally:
+        close()
+
+
+def test_budget_defers_a_download_and_the_part_resumes_later(server, tmp_path):
+    from stages.sources.fetch import DownloadDeferred
+
+    body = os.urandom(60_000)
+    server.routes["/budget.mp3"] = Route(body, "audio/mpeg", trickle=(1000, 0.1))  # 10 kB/s
+    dest = str(tmp_path / "b.mp3")
+    f = Fetcher(_bounded(min_bytes_per_s=0))
+    with pytest.raises(DownloadDeferred) as e:
+        f.download(server.url("/budget.mp3"), dest, stop_at=time.monotonic() + 1.0)
+    assert "budget" in e.value.detail
+    kept = os.path.getsize(dest + ".part")
+    assert 0 < kept < len(body)
+    server.routes["/budget.mp3"].trickle = None
+    r = f.download(server.url("/budget.mp3"), dest)
+    assert r.resumed and _read(dest) == body
+    assert server.hits[-1].headers.get("Range") == f"bytes={kept}-"
+    with pytest.raises(DownloadDeferred):  # a budget already spent starts nothing
+        f.get_bytes(server.url("/doc"), stop_at=time.monotonic() - 1)
+
+
+def test_fetch_settings_have_ranges():
+    from pydantic import ValidationError
+
+    for bad in ({"deadline_s": 0}, {"min_bytes_per_s": -1}, {"concurrency": 0}, {"concurrency": 1000},
+                {"timeout_s": 1e9}, {"retries": 1000}, {"allowed_networks": ["not-a-net"]},
+                {"user_agent": "a\r\nX-Injected: 1"}, {"budget_s": 0}):
+        with pytest.raises(ValidationError):
+            FetchConfig(**bad)
+
+
+# --- no internal addresses -------------------------------------------------------------------
+
+
+def _strict(**kw) -> FetchConfig:
+    return FetchConfig(**{"retries": 0, "backoff_s": 0, "timeout_s": 2, "rate_limit_per_s": 0, **kw})
+
+
+def test_private_hosts_are_refused_by_default():
+    assert FetchConfig().allow_private_hosts is False and FetchConfig().allowed_networks == []
+
+
+@pytest.mark.parametrize("host", [
+    "127.0.0.1", "localhost", "[::1]", "0.0.0.0", "2130706433", "0x7f.1", "127.1",  # this machine, however spelled
+    "169.254.169.254", "metadata.google.internal", "metadata", "[fd00:ec2::254]",  # cloud metadata services
+    "10.0.0.1", "172.16.5.4", "192.168.1.1", "100.64.0.1", "[fc00::1]", "[fe80::1]",  # private, shared, link-local
+    "224.0.0.1", "239.255.255.250", "[ff02::1]", "255.255.255.255", "240.0.0.1", "[::]",  # multicast, reserved
+    "[::ffff:127.0.0.1]", "[::ffff:169.254.169.254]", "[64:ff9b::a9fe:a9fe]", "[64:ff9b::7f00:1]",
+    "[2002:7f00:1::]", "[2002:a9fe:a9fe::1]", "[64:ff9b:1::1]",  # IPv4 inside IPv6: mapped, NAT64, 6to4
+    "foo.internal", "x.localhost",
+])
+def test_internal_addresses_are_refused(server, host, tmp_path):
+    before = len(server.hits)
+    f = Fetcher(_strict())
+    url = f"http://{host}:{server.port}/doc"
+    for call in (lambda: f.get_bytes(url), lambda: f.download(url, str(tmp_path / "x.mp3"))):
+        with pytest.raises(RejectError) as e:
+            call()
+        assert e.value.reason == "url_host_not_allowed", e.value.detail
+    assert f.requests == 0 and len(server.hits) == before
+    with pytest.raises(RejectError) as e:
+        download_with_ytdlp(url, str(tmp_path / "yt"), _strict())
+    assert e.value.reason == "url_host_not_allowed"
+    assert len(server.hits) == before
+
+
+def test_public_addresses_pass_the_check():
+    from ipaddress import ip_address
+
+    from stages.sources.fetch import address_refusal
+
+    for public in ("8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "64:ff9b::808:808", "2002:808:808::1"):
+        assert address_refusal(ip_address(public)) is None, public
+
+
+def test_redirects_to_internal_addresses_are_refused(server):
+    server.routes["/doc"] = Route(b"inside")
+    server.routes["/to-metadata"] = Route(status=302, location="http://169.254.169.254/latest/meta-data/")
+    server.routes["/to-v6-loopback"] = Route(status=301, location=f"http://[::1]:{server.port}/doc")
+    server.routes["/to-mapped"] = Route(status=307, location=f"http://[::ffff:10.0.0.1]:{server.port}/doc")
+    server.routes["/to-named"] = Route(status=308, location="http://metadata.google.internal/computeMetadata/v1/")
+    server.routes["/to-self"] = Route(status=302, location="/doc")
+    # The test server counts as an intranet host: 127.0.0.1 only, explicitly.
+    f = Fetcher(_strict(allowed_networks=["127.0.0.1/32"]))
+    assert f.get_bytes(server.url("/to-self")) == b"inside"
+    for path in ("/to-metadata", "/to-v6-loopback", "/to-mapped", "/to-named"):
+        before = server.count("/doc")
+        with pytest.raises(RejectError) as e:
+            f.get_bytes(server.url(path))
+        assert e.value.reason == "url_host_not_allowed", (path, e.value.detail)
+        assert server.count("/doc") == before
+
+
+def test_the_checked_address_is_the_one_connected_to(server):
+    """A host whose DNS answer changes (rebinding): each request resolves once, and connects to
+    what it checked; the next request's answer is checked again."""
+    server.routes["/doc"] = Route(b"checked")
+    answers = [["127.0.0.1"], ["169.254.169.254"], ["127.0.0.1", "10.0.0.7"]]
+    calls = []
+
+    def resolve(host, port, type=0, **_):
+        calls.append(host)
+        addrs = answers[min(len(calls), len(answers)) - 1]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in addrs]
+
+    f = Fetcher(_strict(allowed_networks=["127.0.0.1/32"]), resolve=resolve)
+    url = f"http://rebind.example:{server.port}/doc"
+    assert f.get_bytes(url) == b"checked" and calls == ["rebind.example"]
+    assert server.hits[-1].headers["Host"] == f"rebind.example:{server.port}"
+    before = server.count("/doc")
+    for _ in range(2):  # now internal; then a mix of allowed and internal: refused whole
+        with pytest.raises(RejectError) as e:
+            f.get_bytes(url)
+        assert e.value.reason == "url_host_not_allowed"
+    assert server.count("/doc") == before and len(calls) == 3

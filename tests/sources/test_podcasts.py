@@ -14,7 +14,7 @@ from stages.errors import RejectError
 from stages.sources.podcasts import PodcastsConfig, PodcastsSource, assign_roles, public_url
 from tests.sources.test_fetch import LoopbackServer, Route, closed_port_url, make_audio
 
-FAST = {"retries": 1, "backoff_s": 0.01, "timeout_s": 5, "rate_limit_per_s": 0, "ytdlp_extractors": ["generic"]}
+FAST = {"allow_private_hosts": True, "retries": 1, "backoff_s": 0.01, "timeout_s": 5, "rate_limit_per_s": 0, "ytdlp_extractors": ["generic"]}
 
 
 def rss(items: list[dict], title: str = "Loopback Show", rights: str = "") -> bytes:
@@ -300,7 +300,7 @@ def test_discovery_is_rate_limited_per_host(server, media, tmp_path):
     server.routes["/feed.xml"] = Route(rss(_items(server, media)[:2]), "application/rss+xml")
     clock = FakeClock()
     cfg = PodcastsConfig(feeds=[{"url": server.url("/feed.xml")}], download_dir=str(tmp_path / "dl"),
-                         fetch=dict(FAST, rate_limit_per_s=2.0))
+                         fetch=dict(FAST, rate_limit_per_s=2.0, per_host_concurrency=1))
     fetcher = Fetcher(cfg.fetch, clock=clock, sleep=clock.sleep)
     d = PodcastsSource(cfg, fetcher=fetcher).discover()
     assert len(d.tasks) == 2 and fetcher.requests == 3  # feed + two episodes
@@ -336,3 +336,95 @@ def test_page_url_credentials_stay_out_of_metadata(server, media, tmp_path):
     assert "SECRET" not in json.dumps(task.metadata) and task.metadata["guid"] == server.url("/private/ep.wav") + "?n=1"
     hits = server.count("/private/ep.wav")
     assert src.discover().tasks == [task] and server.count("/private/ep.wav") == hits
+
+
+# --- bounded, concurrent discovery; no internal addresses --------------------------------------
+
+
+def _episode(guid: str, url: str, day: int) -> dict:
+    return {"guid": guid, "title": guid, "date": f"Mon, {day:02d} Jan 2024 10:00:00 GMT", "url": url}
+
+
+def test_downloads_from_different_hosts_run_at_once(server, media, tmp_path):
+    import threading
+
+    # Each enclosure waits at a barrier for the other: one after another, both would fail (500).
+    barrier = threading.Barrier(2, timeout=10)
+    server.routes["/wait-a.mp3"] = Route(media["mp3"], "audio/mpeg", barrier=barrier)
+    server.routes["/wait-b.mp3"] = Route(media["mp3"], "audio/mpeg", barrier=barrier)
+    items = [_episode("a", server.url("/wait-a.mp3"), 2), _episode("b", server.url("/wait-b.mp3", host="localhost"), 1)]
+    server.routes["/feed.xml"] = Route(rss(items), "application/rss+xml")
+    fetch = dict(FAST, retries=0, concurrency=2, per_host_concurrency=1)
+    d = PodcastsSource(PodcastsConfig(feeds=[{"url": server.url("/feed.xml")}], download_dir=str(tmp_path / "dl"),
+                                      fetch=fetch)).discover()
+    assert [t.metadata["guid"] for t in d.tasks] == ["a", "b"] and not d.rejects
+
+
+def test_a_trickling_host_fails_alone_and_the_others_go_on(server, media, tmp_path):
+    import time
+
+    server.routes["/slow.mp3"] = Route(media["mp3"], "audio/mpeg", trickle=(10, 0.1))  # 100 bytes/s
+    for n in range(3):
+        server.routes[f"/fast-{n}.mp3"] = Route(media["mp3"], "audio/mpeg")
+    items = [_episode("slow", server.url("/slow.mp3"), 9)]
+    items += [_episode(f"fast-{n}", server.url(f"/fast-{n}.mp3", host="localhost"), 5 - n) for n in range(3)]
+    server.routes["/feed.xml"] = Route(rss(items), "application/rss+xml")
+    fetch = dict(FAST, retries=0, concurrency=2, per_host_concurrency=1, min_bytes_per_s=1000, throughput_window_s=1)
+    t0 = time.monotonic()
+    d = PodcastsSource(PodcastsConfig(feeds=[{"url": server.url("/feed.xml")}], download_dir=str(tmp_path / "dl"),
+                                      fetch=fetch)).discover()
+    assert time.monotonic() - t0 < 10
+    assert [t.metadata["guid"] for t in d.tasks] == ["fast-0", "fast-1", "fast-2"]
+    assert [(r.item_id, r.reason) for r in d.rejects] == [(f"podcasts-{url_hash('slow')}", "fetch_failed")]
+    assert "too slow" in d.rejects[0].detail and "'slow'" in d.rejects[0].detail
+
+
+def test_budget_defers_what_is_unfinished_and_the_next_build_fetches_it(server, media, tmp_path):
+    import time
+
+    body = media["m4a"]
+    server.routes["/long.m4a"] = Route(body, "audio/mp4", trickle=(50, 0.1))  # 500 bytes/s: about 15 s
+    server.routes["/a.mp3"] = Route(media["mp3"], "audio/mpeg")
+    items = [_episode("long", server.url("/long.m4a"), 3), _episode("quick", server.url("/a.mp3", host="localhost"), 2)]
+    server.routes["/feed.xml"] = Route(rss(items), "application/rss+xml")
+    cfg = dict(feeds=[{"url": server.url("/feed.xml")}], download_dir=str(tmp_path / "dl"))
+    fetch = dict(FAST, retries=0, min_bytes_per_s=0, budget_s=2.5)
+    t0 = time.monotonic()
+    d = PodcastsSource(PodcastsConfig(**cfg, fetch=fetch)).discover()
+    assert time.monotonic() - t0 < 10
+    assert [t.metadata["guid"] for t in d.tasks] == ["quick"] and not d.rejects
+    assert [(r.stage, r.item_id, r.reason) for r in d.deferred] == [("fetch", f"podcasts-{url_hash('long')}", "download_deferred")]
+    parts = [p for p in _files(str(tmp_path / "dl")) if p.endswith(".part")]
+    assert len(parts) == 1 and 0 < os.path.getsize(parts[0]) < len(body)
+    # the next build, with a healthy server, resumes it
+    server.routes["/long.m4a"].trickle = None
+    again = PodcastsSource(PodcastsConfig(**cfg, fetch=dict(fetch, budget_s=None))).discover()
+    assert [t.metadata["guid"] for t in again.tasks] == ["long", "quick"] and not again.deferred
+    assert server.hits[-1].headers.get("Range", "").startswith("bytes=")
+    with open(again.tasks[0].audio_path, "rb") as f:
+        assert f.read() == body
+
+
+def test_internal_feeds_enclosures_and_pages_are_refused_by_default(server, media, tmp_path):
+    server.routes["/a.mp3"] = Route(media["mp3"], "audio/mpeg")
+    server.routes["/feed.xml"] = Route(rss([_episode("a", server.url("/a.mp3"), 1)]), "application/rss+xml")
+    strict = {k: v for k, v in FAST.items() if k != "allow_private_hosts"}
+    cfg = PodcastsConfig(feeds=[{"url": server.url("/feed.xml")}], pages=[{"url": server.url("/a.mp3")}],
+                         download_dir=str(tmp_path / "dl"), fetch=strict)
+    d = PodcastsSource(cfg).discover()
+    assert not d.tasks and len(server.hits) == 0
+    assert [(r.stage, r.reason) for r in d.rejects] == [("discover", "url_host_not_allowed"), ("fetch", "url_host_not_allowed")]
+
+
+def test_enclosures_pointing_inside_are_refused(server, media, tmp_path):
+    # The feed's host is allowed explicitly (an intranet server); its enclosures aim elsewhere inside.
+    items = [_episode("meta", "http://169.254.169.254/latest/meta-data/iam/security-credentials/x.mp3", 3),
+             _episode("rfc1918", "http://192.168.0.10/ep.mp3", 2),
+             _episode("loop6", f"http://[::1]:{server.port}/a.mp3", 1)]
+    server.routes["/feed.xml"] = Route(rss(items), "application/rss+xml")
+    strict = {k: v for k, v in FAST.items() if k != "allow_private_hosts"}
+    cfg = PodcastsConfig(feeds=[{"url": server.url("/feed.xml")}], download_dir=str(tmp_path / "dl"),
+                         fetch=dict(strict, allowed_networks=["127.0.0.1/32"]))
+    d = PodcastsSource(cfg).discover()
+    assert not d.tasks and [r.reason for r in d.rejects] == ["url_host_not_allowed"] * 3
+    assert [h.path for h in server.hits] == ["/feed.xml"]

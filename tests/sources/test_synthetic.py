@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 
 from pipelines.config import ConfigError, load_build_config
-from pipelines.report import Reporter
+from pipelines.progress import Reporter
 from pipelines.run import run_build
 from stages.sources import SOURCES
 from stages.sources.synthetic import SyntheticConfig, plan_requests
@@ -39,10 +39,29 @@ def test_recipe_is_registered():
     assert SOURCES["synthetic"].target == "stages.sources.synthetic:SyntheticSource"
 
 
+# More English dialogues for builds of several, by topic (the validator refuses near-duplicates).
+EN_SCRIPTS_BY_TOPIC = {
+    "cooking dinner": (
+        " What can I cook tonight with rice, eggs and a few tomatoes?\n"
+        "AI: Fried rice works well. Scramble the eggs first, then add the rice and tomatoes.\n"
+        "USER: Should I add any spices or sauce to it?\n"
+        "AI: A little soy sauce and black pepper are enough, and spring onions if you have them.\n"
+        "<end>\n"),
+    "a train ticket": (
+        " My train ticket booking failed but the money left my account.\n"
+        "AI: That happens sometimes. The refund usually comes back within three working days.\n"
+        "USER: What if it does not come back by Friday?\n"
+        "AI: Then call the booking helpline with your transaction number and they will trace it.\n"
+        "<end>\n"),
+}
+
+
 def _answer(i: int, req: dict) -> Answer:
     # The completion prompt ends with the new conversation's header, which names its language.
     tail = req.get("prompt", "")[-400:]
-    return Answer(text=HI_SCRIPT if "Hindi" in tail else EN_SCRIPT)
+    if "Hindi" in tail:
+        return Answer(text=HI_SCRIPT)
+    return Answer(text=next((t for topic, t in EN_SCRIPTS_BY_TOPIC.items() if topic in tail), EN_SCRIPT))
 
 
 def options(out_dir, base_url, **kw):
@@ -128,7 +147,7 @@ def test_build_gives_user_to_ai_pairs_with_voices(built):
     assert con.execute("select distinct source, license from recordings").fetchall() == [
         ("synthetic", "synthetic (LLM gemma-3-270m + TTS espeak)")]
     meta = [json.loads(m) for (m,) in con.execute("select metadata_json from recordings").fetchall()]
-    assert {m["topic"] for m in meta} == {"planning a weekend trip"} and all(m["voices"]["USER"] != m["voices"]["AI"] for m in meta)
+    assert {m["topic"] for m in meta} == {"planning a weekend trip"} and {m["tts_backend"] for m in meta} == {"espeak"}
     speakers = con.execute("select recording_id, label, channel, role, metadata_json from speakers order by all").fetchall()
     assert [(lab, ch, role) for _, lab, ch, role, _ in speakers] == [("AI", 1, "ai"), ("USER", 0, "user")] * 2
     voice_ids = [json.loads(m)["voice_id"] for *_, m in speakers]
@@ -146,7 +165,7 @@ def test_build_gives_user_to_ai_pairs_with_voices(built):
 
 def test_sidecar_records_script_voices_timeline_and_cers(built):
     out, gen, s = built
-    docs = [json.load(open(p)) for p in sorted(gen.glob("*.json"))]
+    docs = [json.load(open(p)) for p in sorted(gen.glob("*.json")) if not p.name.endswith(".script.json")]
     assert sorted(d["lang"] for d in docs) == ["en", "hi"]
     for d in docs:
         assert [t["speaker"] for t in d["script"]] == ["USER", "AI", "USER", "AI"]
@@ -172,7 +191,7 @@ def test_rebuild_reuses_generated_dialogues_and_thresholds_apply_to_them(built, 
     assert len(fake_llm.requests) == asked
     assert strict["new"]["recordings"] == 1 and strict["rejects_by_reason"] == {"tts_roundtrip_cer": 1}
     detail = catalog(tmp_path / "corpus2").execute("select stage, item_id, detail from rejects").fetchone()
-    assert detail[0] == "roundtrip" and detail[1].startswith("synthetic-hi-") and "turn 0: CER" in detail[2]
+    assert detail[0] == "render" and detail[1].startswith("synthetic-hi-") and "turn 0: CER" in detail[2]
 
 
 def test_llm_server_down_rejects_every_dialogue_and_the_build_completes(tmp_path):
@@ -191,7 +210,7 @@ def test_unknown_voice_rejects_the_dialogue(fake_llm, tmp_path):
                                           tts={"voices": {"en": ["espeak:en+nosuchvoice", "espeak:en+m3"]}}))
     assert s["status"] == "committed" and s["rejects_by_reason"] == {"tts_unknown_voice": 1}
     stage, detail = catalog(tmp_path / "corpus").execute("select stage, detail from rejects").fetchone()
-    assert stage == "tts" and "nosuchvoice" in detail
+    assert stage == "render" and "nosuchvoice" in detail
 
 
 def test_unchecked_languages_can_skip_the_round_trip(fake_llm, tmp_path):
@@ -200,6 +219,7 @@ def test_unchecked_languages_can_skip_the_round_trip(fake_llm, tmp_path):
     src = SyntheticSource(SyntheticConfig.model_validate(
         options(tmp_path / "gen", fake_llm.base_url, languages=["hi"], roundtrip_unchecked=False)))
     (task,) = src.discover().tasks
+    assert src.prepare(task) is True and src.prepare(task) is False  # made once, then found
     doc = json.load(open(task.transcript_path))
     assert doc["cers"] == [None] * 4 and doc["asr_model"] is None
     assert src._asr is None  # Whisper was never loaded
@@ -232,3 +252,30 @@ def test_real_llm_server_end_to_end(llm_server, tmp_path):  # noqa: F811 - fixtu
     if accepted:
         assert con.execute("select count(*) from pairs").fetchone()[0] >= 1
         assert con.execute("select count(*) from speakers where json_extract_string(metadata_json, '$.voice_id') like 'espeak:%'").fetchone()[0] == 2 * len(accepted)
+
+
+# ------------------------------------------------------------------- rendering on Ray
+
+
+@pytest.mark.ray
+def test_dialogues_render_on_ray_workers_and_phase_runs_say_where(fake_llm, tmp_path):
+    """Scripts are written in the driver; TTS, the round trip and the timeline run per dialogue
+    on the engine's workers (here two Ray actors), and `phase_runs` names the worker of each."""
+    cfg = load_build_config(
+        source="synthetic", out=str(tmp_path / "corpus"),
+        source_options=options(tmp_path / "gen", fake_llm.base_url, languages=["en"], dialogues=3,
+                               topics=["planning a weekend trip", "cooking dinner", "a train ticket"]),
+        overrides=["segment.role_policy.mode=fixed", "segment.role_policy.ai_role=ai"],
+        engine={"kind": "ray", "num_cpus": 2},
+    )
+    s = run_build(cfg, Reporter(Console(file=io.StringIO(), width=200)))
+    assert s["status"] == "committed" and s["new"]["recordings"] == 3, s
+    con = catalog(tmp_path / "corpus")
+    renders = con.execute("select worker, cached, status from phase_runs where phase = 'render'").fetchall()
+    assert len(renders) == 3 and all(not cached and status == "ok" for _, cached, status in renders)
+    workers = {w for w, _, _ in renders}
+    assert len(workers) >= 2, workers
+    # Every recording went through render → ingest → segment, each phase timed.
+    by_phase = dict(con.execute("select phase, count(*) from phase_runs group by all").fetchall())
+    assert by_phase == {"render": 3, "ingest": 3, "segment": 3}
+    assert con.execute("select min(seconds) from phase_runs where phase = 'render'").fetchone()[0] > 0

@@ -22,7 +22,7 @@ from tests.pipelines.test_build import build
 from train import checkpoint
 from train.codec import train as train_codec
 from train.config import CodecTrainConfig, ConfigError, S2STrainConfig, load_config
-from train.s2s import load_exported
+from train.s2s import load_exported, read_export
 from train.s2s import train as train_s2s
 
 
@@ -54,11 +54,13 @@ def codec_cfg(corpus: str, out: str, **extra) -> CodecTrainConfig:
 
 
 def s2s_cfg(corpus: str, out: str, **extra) -> S2STrainConfig:
+    # The tiny codec runs at 200 Hz: 0.2 s limits keep 40 frames per stream. The AI turns are
+    # longer, so they train cropped without end-of-turn (long_ai_turns=no_eos).
     overrides = [
-        "preset=tiny", "model.codebook_size=64", f"data.corpus={corpus}", "data.batch_size=4",
-        "data.num_workers=0", "data.shuffle_buffer=8", "data.max_user_frames=40",
-        "data.max_context_frames=40", "data.max_ai_frames=40", "data.n_voices=16", f"run.out={out}",
-        "run.log_every=1", "run.ckpt_every=2", "optim.max_steps=4", "optim.warmup_steps=1",
+        "preset=tiny", f"data.corpus={corpus}", "data.batch_size=4",
+        "data.num_workers=0", "data.shuffle_buffer=8", "data.max_user_s=0.2",
+        "data.max_context_s=0.2", "data.max_ai_s=0.2", "data.long_ai_turns=no_eos", "min_voice_pairs=1",
+        f"run.out={out}", "run.log_every=1", "run.ckpt_every=2", "optim.max_steps=4", "optim.warmup_steps=1",
     ]
     return load_config(S2STrainConfig, None, overrides + [f"{k}={v}" for k, v in extra.items()])
 
@@ -101,7 +103,15 @@ def test_codec_training_logs_losses_checkpoints_and_exports(trained_codec):
     adversarial = [r for r in rows if "discriminator" in r]
     assert [r["step"] for r in adversarial] == [2, 3, 4, 5, 6]  # adversarial_start=1
     assert all(np.isfinite(r["reconstruction"]) and r["corrupt_samples"] == 0 for r in rows)
-    assert os.path.isfile(os.path.join(run, "codec.pt"))
+    assert all(0 <= r["pad_share_audio"] < 1 for r in rows)
+    # One export per checkpoint, written once (pruned with its checkpoint), codec.json -> the latest.
+    assert sorted(os.listdir(os.path.join(run, "exports"))) == [f"codec-step-00000{s}.pt" for s in (2, 4, 6)]
+    latest = json.load(open(os.path.join(run, "codec.json")))
+    assert latest["path"] == "exports/codec-step-000006.pt" and latest["step"] == 6
+    from stages.corpus.tokens import codec_id_for, file_sha256
+
+    assert latest["sha256"] == file_sha256(os.path.join(run, latest["path"])) and latest["id"] == codec_id_for(latest["sha256"])
+    assert not os.path.exists(os.path.join(run, "codec.pt"))
     assert checkpoint.latest_step(Store(run)) == 6
     assert sorted(os.listdir(os.path.join(run, "checkpoints"))) == [
         "LATEST.json", "step-000002", "step-000004", "step-000006"]
@@ -112,10 +122,11 @@ def test_codec_training_logs_losses_checkpoints_and_exports(trained_codec):
 
 
 def test_codec_eval_reports_reconstruction_metrics(corpus, tmp_path):
+    # holdout 0.3 holds out one of the three calls (fe_03_90002, by its id's hash)
     cfg = codec_cfg(corpus, str(tmp_path / "run"), **{
         "optim.max_steps": 2, "run.eval_every": 2, "run.eval_batches": 1, "eval_data.corpus": corpus,
         "eval_data.batch_size": 2, "eval_data.num_workers": 0, "eval_data.shuffle_buffer": 0,
-        "eval_data.crop_seconds": 1.0})
+        "eval_data.crop_seconds": 1.0, "data.holdout": 0.3, "eval_data.holdout": 0.3})
     train_codec(cfg)
     (row,) = [r for r in metrics(str(tmp_path / "run")) if r["split"] == "eval"]
     for key in ("mel_distance", "si_sdr", "stoi", "pesq", "codebook_usage", "codebook_perplexity"):
@@ -150,8 +161,7 @@ def test_tokenize_writes_token_shards_and_reuses_them(corpus, trained_codec, tok
     codec = load_codec(trained_codec[0])
     urls = shard_urls(tokens["tokens_root"], "tokens")
     batch = next(iter(token_loader(urls, LoaderConfig(batch_size=2, n_codebooks=8, codebook_size=64,
-                                                      max_user_frames=100000, max_ai_frames=100000,
-                                                      max_context_frames=100000), epochs=1)))
+                                                      max_user_s=1e4, max_ai_s=1e4, max_context_s=1e4), epochs=1)))
     assert batch["ai_codes"].shape[1] == codec.cfg.n_codebooks
     assert int(batch["ai_codes"].max()) < codec.cfg.codebook_size
     # A rebuild tokenizes nothing again: every shard is reused.
@@ -173,8 +183,18 @@ def test_s2s_training_on_tokens_learns_and_exports(corpus, tokens, tmp_path):
     rows = [r for r in metrics(run) if r["split"] == "train"]
     assert len(rows) == 8 and result["step"] == 8
     assert rows[-1]["loss"] < rows[0]["loss"]
+    for r in rows:  # padding and real throughput are logged
+        assert 0 <= r["pad_share_encoder"] < 1 and 0 <= r["pad_share_decoder"] < 1 and r["real_tokens_per_s"] > 0
+        assert r["corrupt_samples"] == 0
+    # The codebook geometry came from the token corpus (the config does not set it), and s2s.pt
+    # names the codec it was trained with.
     model = load_exported(run)
-    assert model.cfg.codebook_size == 64 and model.num_params() > 0
+    assert model.cfg.codebook_size == 64 and model.cfg.n_codebooks == 8 and model.num_params() > 0
+    info = read_export(run)
+    current = Store(tokens["tokens_root"]).read_json("CURRENT.json")
+    assert info["codec"]["id"] == tokens["codec"] == current["codec"]
+    assert info["codec"]["sha256"] == current["codec_info"]["sha256"] and info["codec"]["frame_rate"] == 200.0
+    assert info["codec"]["path"].endswith(f"tokens/{tokens['codec']}/codec.pt")
 
 
 def test_s2s_resume_after_a_stop_matches_an_uninterrupted_run(corpus, tokens, tmp_path):
@@ -218,6 +238,10 @@ def test_bad_configs_are_clear_errors(corpus, tokens, tmp_path):
         train_s2s(s2s_cfg(corpus, str(tmp_path / "x"), preset="huge"))
     with pytest.raises(ConfigError, match="token corpus holds 8 codebooks of 64 entries"):
         train_s2s(s2s_cfg(corpus, str(tmp_path / "y"), **{"model.codebook_size": 1024}))
+    with pytest.raises(ConfigError, match="held-out recordings would overlap"):
+        s2s_cfg(corpus, str(tmp_path / "z"), **{"eval_data.corpus": corpus, "eval_data.holdout": 0.1})
+    with pytest.raises(ConfigError, match="needs split valid"):
+        s2s_cfg(corpus, str(tmp_path / "z"), **{"eval_data.corpus": corpus, "eval_data.split": "train"})
     with pytest.raises(ConfigError, match="invalid"):
         load_config(CodecTrainConfig, None, [f"data.corpus={corpus}", f"run.out={tmp_path}", "optim.lr=-1"])
 
@@ -263,11 +287,12 @@ def test_codec_training_streams_from_and_checkpoints_to_s3(corpus, s3_endpoint, 
     cfg = codec_cfg(f"s3://{s3_bucket}/corpus", f"s3://{s3_bucket}/runs/codec", **{
         "data.endpoint_url": s3_endpoint, "optim.max_steps": 2})
     assert train_codec(cfg)["step"] == 2
-    assert fs.exists(f"{s3_bucket}/runs/codec/codec.pt")
+    assert fs.exists(f"{s3_bucket}/runs/codec/codec.json")
+    assert fs.exists(f"{s3_bucket}/runs/codec/exports/codec-step-000002.pt")
     assert fs.exists(f"{s3_bucket}/runs/codec/checkpoints/step-000002/state.pt")
 
 
-def test_respond_writes_the_ai_turn(corpus, trained_codec, tokens, tmp_path):
+def test_respond_writes_the_ai_turn_and_refuses_another_codec(corpus, trained_codec, tokens, tmp_path):
     from train.respond import main as respond_main
 
     run = str(tmp_path / "s2s")
@@ -276,8 +301,9 @@ def test_respond_writes_the_ai_turn(corpus, trained_codec, tokens, tmp_path):
     t = np.arange(int(0.5 * 8000)) / 8000
     sf.write(user, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 8000)  # any rate, any format
     out = tmp_path / "reply.wav"
+    voice = read_export(run)["voices"]["keys"][0]
     assert respond_main(["--model", run, "--codec", trained_codec[0], "--input", str(user), "--out", str(out),
-                         "--seconds", "0.2", "--no-stop"]) == 0
+                         "--seconds", "0.2", "--no-stop", "--voice", voice]) == 0
     audio, sr = sf.read(out)
     from model.codec import load_codec
 
@@ -286,6 +312,138 @@ def test_respond_writes_the_ai_turn(corpus, trained_codec, tokens, tmp_path):
     assert len(audio) == round(0.2 * codec.cfg.frame_rate) * codec.cfg.hop_length
     assert respond_main(["--model", run, "--codec", trained_codec[0], "--input", str(tmp_path / "missing.wav"),
                          "--out", str(out)]) == 2
+    # Without --codec: the copy the token corpus keeps (the same file bytes).
+    assert respond_main(["--model", run, "--input", str(user), "--out", str(out), "--seconds", "0.1", "--no-stop"]) == 0
+    # An earlier export of the same run has the same shapes but other codebooks: refused.
+    older = os.path.join(trained_codec[0], "exports", "codec-step-000004.pt")
+    assert respond_main(["--model", run, "--codec", older, "--input", str(user), "--out", str(out)]) == 2
+    from train.respond import respond
+
+    with pytest.raises(ValueError, match="codec mismatch: .* trained on tokens of codec " + tokens["codec"]):
+        respond(run, older, str(user), str(out), seconds=0.1)
+    with pytest.raises(ValueError, match="voice 'nobody'"):
+        respond(run, None, str(user), str(out), voice="nobody", seconds=0.1)
+
+
+def test_voice_table_from_stable_speaker_ids(corpus, tokens, tmp_path):
+    """LDC PINs are speaker ids across calls: each caller is one voice in every call."""
+    from catalog.views import connect
+    from train.common import loader_config
+    from train.data import token_loader
+
+    run = str(tmp_path / "s2s")
+    train_s2s(s2s_cfg(corpus, run, **{"optim.max_steps": 1}))
+    voices = read_export(run)["voices"]
+    con = connect(Store(corpus))
+    by_speaker = dict(con.execute("SELECT ai_speaker_id, count(*) FROM pairs GROUP BY 1").fetchall())
+    calls = dict(con.execute("SELECT speaker_id, count(DISTINCT recording_id) FROM speakers GROUP BY 1").fetchall())
+    con.close()
+    assert sorted(voices["keys"]) == sorted(by_speaker) and max(calls.values()) > 1  # a caller in several calls
+    assert voices["pairs"] == by_speaker
+    assert voices["keys"] == sorted(by_speaker, key=lambda k: (-by_speaker[k], k))  # most pairs first
+    cfg = s2s_cfg(corpus, run)
+    lcfg = loader_config(cfg.data, codebook_size=64, voices=voices["speakers"], max_ai_s=1e4)
+    from train.common import shard_urls_for
+
+    urls, _ = shard_urls_for(cfg.data, "tokens")
+    seen = {}
+    for b in token_loader(urls, lcfg, epochs=1):
+        for pid, v in zip(b["pair_id"], b["ai_voice"].tolist()):
+            seen[pid] = v
+    con = connect(Store(corpus))
+    speakers = dict(con.execute("SELECT pair_id, ai_speaker_id FROM pairs").fetchall())
+    con.close()
+    assert seen and all(v == voices["keys"].index(speakers[p]) + 1 for p, v in seen.items())
+    # min_voice_pairs above every speaker's count: all share the unknown voice
+    rare = str(tmp_path / "rare")
+    train_s2s(s2s_cfg(corpus, rare, **{"optim.max_steps": 1, "min_voice_pairs": 100}))
+    assert read_export(rare)["voices"]["keys"] == []
+
+
+def test_eval_reads_only_held_out_recordings(corpus, tokens, tmp_path):
+    from train.common import loader_config, shard_urls_for
+    from train.data import token_loader
+
+    run = str(tmp_path / "s2s")
+    cfg = s2s_cfg(corpus, run, **{"optim.max_steps": 2, "run.eval_every": 2, "run.eval_batches": 2,
+                                  "data.holdout": 0.3, "eval_data.corpus": corpus, "eval_data.holdout": 0.3,
+                                  "eval_data.batch_size": 2, "eval_data.num_workers": 0, "eval_data.max_ai_s": 0.2,
+                                  "eval_data.max_user_s": 0.2, "eval_data.max_context_s": 0.2,
+                                  "eval_data.long_ai_turns": "no_eos"})
+    train_s2s(cfg)
+    (row,) = [r for r in metrics(run) if r["split"] == "eval"]
+    assert np.isfinite(row["loss"])
+
+    def recordings(data, role):
+        urls, _ = shard_urls_for(data, "tokens")
+        lcfg = loader_config(data, role, codebook_size=64, max_ai_s=1e4)
+        return {p.rsplit("-p", 1)[0] for b in token_loader(urls, lcfg, epochs=1) for p in b["pair_id"]}
+
+    train, held = recordings(cfg.data, "train"), recordings(cfg.eval_data, "eval")
+    assert held == {"fisher-fe_03_90002"} and train == {"fisher-fe_03_90001", "fisher-fe_03_90003"}
+
+
+def _damage_flac_members(tar_path: str, names: list[str], rng: np.random.Generator) -> None:
+    """Random bytes written over each named FLAC member's audio frames, in place: the tar
+    headers (and the member's size) stay intact, as a bad disk or a bad copy leaves them."""
+    import tarfile
+
+    from tests.train.test_train_data import flac_frames_offset
+
+    with tarfile.open(tar_path) as tar:
+        where = {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
+    with open(tar_path, "r+b") as f:
+        for name in names:
+            offset, size = where[name]
+            f.seek(offset)
+            data = bytearray(f.read(size))
+            start = flac_frames_offset(bytes(data))
+            at = int(rng.integers(start, size - 16))
+            for i in range(int(rng.integers(1, 16))):
+                data[at + i] ^= int(rng.integers(1, 256))
+            f.seek(offset)
+            f.write(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["codec", "pairs"])
+def test_damaged_flac_members_never_reach_a_batch(corpus, tmp_path, kind):
+    """Issue 12, finding 6: random bytes in FLAC members of the pipeline's own shards. Every
+    damaged sample is dropped before batching and counted by reason; each damaged shard's
+    checksum mismatch is counted once it has been read."""
+    import shutil
+    import tarfile
+
+    from train.data import LoaderConfig, codec_loader, pair_audio_loader, shard_refs
+
+    copy = str(tmp_path / "corpus")
+    shutil.copytree(corpus, copy, ignore=shutil.ignore_patterns("tokens", "work"))
+    refs = shard_refs(copy, kind)
+    members = []  # (shard path, member name, sample key)
+    for ref in refs:
+        with tarfile.open(ref.url) as tar:
+            members += [(ref.url, m.name, m.name.split(".", 1)[0]) for m in tar.getmembers() if m.name.endswith(".flac")]
+    rng = np.random.default_rng(12)
+    by_key: dict[str, tuple[str, str]] = {}
+    for i in rng.permutation(len(members)):
+        url, name, key = members[int(i)]
+        by_key.setdefault(key, (url, name))  # one damaged member per sample
+    damaged = dict(list(by_key.items())[:11])
+    for url in {u for u, _ in damaged.values()}:
+        _damage_flac_members(url, [n for k, (u, n) in damaged.items() if u == url], rng)
+    all_keys = {m[2] for m in members}
+    cfg = LoaderConfig(batch_size=4, shuffle_buffer=0, crop_seconds=0.25)
+    make = codec_loader if kind == "codec" else pair_audio_loader
+    loader = make(refs, cfg, epochs=1)
+    out = [b for b in loader]
+    seen = [k for b in out for k in b["keys"]]
+    assert not set(seen) & set(damaged)  # no damaged sample in any batch
+    assert sorted(seen) == sorted(all_keys - set(damaged))  # and every intact one is there
+    # The stream's final counts (the last shard's checksum is known after the last batch left).
+    reasons = dict(loader.dataset.counter.reasons)
+    assert all(b["n_corrupt"] <= sum(reasons.values()) for b in out)
+    assert reasons.pop("shard_checksum") == len({u for u, _ in damaged.values()})
+    assert sum(reasons.values()) == len(damaged) == 11
+    assert set(reasons) <= {"undecodable_audio", "audio_checksum_mismatch", "audio_length_mismatch"}
 
 
 @pytest.mark.ray
@@ -322,7 +480,9 @@ def test_tokenize_rejects_bad_samples_with_reasons(corpus, trained_codec, tokens
     from stages.errors import RejectError
     from stages.corpus.tokens import ShardTokenizer
 
-    tok = ShardTokenizer(os.path.join(trained_codec[0], "codec.pt"), corpus, str(tmp_path / "tokens"), "v")
+    from pipelines.tokenize import resolve_codec_file
+
+    tok = ShardTokenizer(resolve_codec_file(trained_codec[0]), corpus, str(tmp_path / "tokens"), "v")
     good = {"json": b"{}", "user.flac": b"not flac", "ai.flac": b"x"}
     for fields, reason in ((good, "undecodable_audio"), ({"json": b"{}"}, "missing_member"),
                            ({**good, "json": b"{nope"}, "bad_json")):

@@ -321,7 +321,7 @@ def test_corrupt_samples_and_shards_are_skipped_and_counted(tmp_path):
 # --- tokens: bucketing, padding, truncation ---------------------------------------------------
 
 
-def test_token_batches_bucketing_padding_and_truncation(tmp_path):
+def test_token_batches_bucketing_padding_and_limits_in_seconds(tmp_path):
     root = str(tmp_path / "t")
     rng = np.random.default_rng(0)
     lengths = {}
@@ -335,9 +335,11 @@ def test_token_batches_bucketing_padding_and_truncation(tmp_path):
         samples.append(token_sample(key, tu, ta, tc, k=9 if i == 5 else 8, seed=i * 10, speaker=f"spk{i % 4}"))
     make_corpus(root, [("tokens", samples[:12]), ("tokens", samples[12:])])
     urls = shard_urls(root, "tokens")
-    limits = dict(max_user_frames=40, max_context_frames=30, max_ai_frames=35)
+    # 50 Hz frames (pair_meta's codec): 0.8 s = 40 frames, 0.6 s = 30, 0.7 s = 35.
+    limits = dict(max_user_s=0.8, max_context_s=0.6, max_ai_s=0.7)
+    voices = {"spk0": 3, "spk1": 1, "spk2": 2}  # spk3 is not in the table: the unknown voice
     cfg = LoaderConfig(batch_size=6, max_batch_frames=400, bucket_boundaries=(1.0, 2.0), shuffle_buffer=6,
-                       n_voices=7, text=True, max_text_bytes=6, **limits)
+                       voices=voices, text=True, max_text_bytes=6, long_ai="no_eos", **limits)
     out = batches(token_loader(urls, cfg, epochs=1))
     assert sorted(p for b in out for p in b["pair_id"]) == sorted(lengths)
     by_key = dict(samples)
@@ -345,9 +347,11 @@ def test_token_batches_bucketing_padding_and_truncation(tmp_path):
         B = len(b["pair_id"])
         frames = {k: [min(lengths[p][i], cfg_limit) for p in b["pair_id"]]
                   for i, (k, cfg_limit) in enumerate(zip(("user", "context", "ai"), (40, 30, 35)))}
-        seconds = [sum(frames[k][i] for k in frames) / 50.0 for i in range(B)]
-        buckets = {int(np.searchsorted([1.0, 2.0], s, side="right")) for s in seconds}
-        assert len(buckets) == 1, seconds  # one length bucket per batch
+        enc_s = [(frames["user"][i] + frames["context"][i]) / 50.0 for i in range(B)]
+        ai_s = [frames["ai"][i] / 50.0 for i in range(B)]
+        buckets = {(int(np.searchsorted([1.0, 2.0], e, side="right")), int(np.searchsorted([1.0, 2.0], a, side="right")))
+                   for e, a in zip(enc_s, ai_s)}
+        assert len(buckets) == 1, (enc_s, ai_s)  # one bucket on both axes per batch
         assert B <= 6 and (B == 1 or B * sum(max(frames[k]) for k in frames) <= 400)
         for name in ("user", "context", "ai"):
             c, m = b[f"{name}_codes"], b[f"{name}_mask"]
@@ -358,19 +362,145 @@ def test_token_batches_bucketing_padding_and_truncation(tmp_path):
             assert bool((c[m.unsqueeze(1).expand_as(c)] >= 0).all())
         for i, p in enumerate(b["pair_id"]):
             f = by_key[p]
-            u = np.load(io.BytesIO(f["user.npy"]))
-            np.testing.assert_array_equal(b["user_codes"][i, :, : frames["user"][i]].numpy(), u[:8, :40])
+            u = np.load(io.BytesIO(f["user.npy"]))  # the user turn keeps its end
+            np.testing.assert_array_equal(b["user_codes"][i, :, : frames["user"][i]].numpy(), u[:8, -40:])
+            a = np.load(io.BytesIO(f["ai.npy"]))  # the AI turn its start
+            np.testing.assert_array_equal(b["ai_codes"][i, :, : frames["ai"][i]].numpy(), a[:8, :35])
+            assert bool(b["ai_eos"][i]) == (lengths[p][2] <= 35)  # a cropped turn has no end-of-turn
             if "context.npy" in f:  # the context keeps its end
                 ctx = np.load(io.BytesIO(f["context.npy"]))
                 np.testing.assert_array_equal(b["context_codes"][i, :, : frames["context"][i]].numpy(), ctx[:8, -30:])
-            voice = int.from_bytes(hashlib.sha256(json.loads(f["json"])["ai_speaker_id"].encode()).digest()[:8], "big") >> 1
-            assert int(b["ai_voice"][i]) == voice % 7
-            text = json.loads(f["json"])["user_text"].encode()[:6]
+            meta = json.loads(f["json"])
+            assert int(b["ai_voice"][i]) == voices.get(meta["ai_speaker_id"], 0)
+            text = meta["user_text"].encode()[-6:]  # the user text keeps its end too
             assert b["user_text"][i, : len(text)].tolist() == list(text)
             assert b["user_text_mask"][i].sum() == len(text)
+            # "ok ok" fits 6 bytes: a CTC target unless the turn was cropped
+            assert bool(b["ai_text_ok"][i]) == (lengths[p][2] <= 35)
+            assert int(b["ai_text_mask"][i].sum()) == (5 if lengths[p][2] <= 35 else 0)
     # keep: a fine-tuning subset
     kept = batches(token_loader(urls, cfg, epochs=1, keep={"p01", "p07", "p20"}))
     assert sorted(p for b in kept for p in b["pair_id"]) == ["p01", "p07", "p20"]
+
+    # The default for an AI turn over the limit: skipped and counted apart from corrupt data.
+    skip = batches(token_loader(urls, LoaderConfig(**{**cfg.__dict__, "long_ai": "skip"}), epochs=1))
+    long_ai = sorted(p for p, (_, _, ta) in lengths.items() if ta > 35)
+    assert long_ai and sorted(p for b in skip for p in b["pair_id"]) == sorted(set(lengths) - set(long_ai))
+    assert skip[-1]["skipped_reasons"] == {"ai_turn_too_long": len(long_ai)} and skip[-1]["n_corrupt"] == 0
+    assert all(bool(b["ai_eos"].all()) for b in skip)
+
+
+def test_limits_follow_the_frame_rate(tmp_path):
+    """The same limit in seconds keeps 4x the frames at 50 Hz as at 12.5 Hz."""
+    root = str(tmp_path / "t")
+    slow = token_sample("slow", 200, 5)
+    meta = json.loads(slow[1]["json"])
+    meta["codec"]["frame_rate"] = 12.5
+    slow[1]["json"] = json.dumps(meta).encode()
+    make_corpus(root, [("tokens", [token_sample("fast", 200, 5), slow])])
+    cfg = LoaderConfig(batch_size=1, shuffle_buffer=0, shuffle_shards=False, max_user_s=2.0)
+    got = {b["pair_id"][0]: int(b["user_mask"].sum()) for b in batches(token_loader(shard_urls(root, "tokens"), cfg, epochs=1))}
+    assert got == {"fast": 100, "slow": 25}
+
+
+def test_user_text_dropout_is_deterministic_and_matches_inference(tmp_path):
+    from model.s2s import TEXT_VOCAB
+    from train.data import padding_stats
+    from train.respond import inference_inputs
+
+    root = str(tmp_path / "t")
+    samples = [token_sample(f"p{i:02d}", 6, 4, user_text=f"user turn number {i} ends here") for i in range(40)]
+    make_corpus(root, [("tokens", samples)])
+    urls = shard_urls(root, "tokens")
+
+    def texts(p: float, epoch: int = 0) -> dict[str, list[int]]:
+        cfg = LoaderConfig(batch_size=8, shuffle_buffer=0, text=True, max_text_bytes=12, user_text_dropout=p, epoch=epoch)
+        return {pid: b["user_text"][i][b["user_text_mask"][i]].tolist()
+                for b in batches(token_loader(urls, cfg, epochs=1)) for i, pid in enumerate(b["pair_id"])}
+
+    always, never, half = texts(0.0), texts(1.0), texts(0.5)
+    assert all(always.values()) and not any(never.values())
+    dropped = [p for p, t in half.items() if not t]
+    assert 10 <= len(dropped) <= 30 and half == texts(0.5)  # about half, the same every run
+    assert dropped != [p for p, t in texts(0.5, epoch=1).items() if not t]  # redrawn each epoch
+    # Inference builds the encoder's text exactly as training does (no transcript = a dropped one).
+    info = {"config": {"text_vocab": TEXT_VOCAB}, "data": {"max_text_bytes": 12}, "voices": {}}
+    user, ctx = torch.zeros(1, 8, 6, dtype=torch.long), torch.zeros(1, 8, 0, dtype=torch.long)
+    with_text = inference_inputs(info, user, ctx, "user turn number 3 ends here", "")
+    assert with_text["user_text"][0][with_text["user_text_mask"][0]].tolist() == always["p03"]
+    assert bytes(always["p03"]) == b"user turn number 3 ends here"[-12:]  # the end of the turn
+    assert "user_text" not in inference_inputs(info, user, ctx, None, "")
+    # Padding accounting of a batch, as the model lays it out.
+    b = next(iter(token_loader(urls, LoaderConfig(batch_size=4, shuffle_buffer=0, text=True, max_text_bytes=12), epochs=1)))
+    stats = padding_stats(b)
+    assert stats["dec_real"] == 4 * (4 + 8) == stats["dec_total"]
+    assert stats["enc_real"] == 4 * (6 + 1 + 12) == stats["enc_total"]
+
+
+def test_held_out_recordings_and_the_split_column(tmp_path):
+    root = str(tmp_path / "t")
+    samples = [token_sample(f"r{r}_p{j}", 5, 5, recording_id=f"rec-{r}") for r in range(20) for j in range(3)]
+    samples += [token_sample(f"s_{j}", 5, 5, recording_id="rec-x", split=split)
+                for j, split in enumerate(["train", "valid", "test"])]
+    make_corpus(root, [("tokens", samples[:30]), ("tokens", samples[30:])])
+    urls = shard_urls(root, "tokens")
+
+    def ids(split: str) -> set[str]:
+        cfg = LoaderConfig(batch_size=8, split=split, holdout=0.3)
+        return {p for b in batches(token_loader(urls, cfg, epochs=1)) for p in b["pair_id"]}
+
+    train, valid, test = ids("train"), ids("valid"), ids("test")
+    assert train and valid and not train & valid
+    assert train | valid | test == {k for k, _ in samples}
+    assert {"s_0"} <= train and {"s_1"} <= valid and test == {"s_2"}  # the column wins over the hash
+    held = {p.split("_")[0] for p in valid if p.startswith("r")}
+    assert all({f"{r}_p{j}" for j in range(3)} <= {p for p in valid} for r in held)  # whole recordings
+    assert 2 <= len(held) <= 12  # about 30 % of 20 recordings
+
+
+# --- verified reading -------------------------------------------------------------------------
+
+
+def flac_frames_offset(data: bytes) -> int:
+    """Where a FLAC's audio frames start (after its metadata blocks)."""
+    pos = 4
+    while True:
+        last, size = data[pos] >> 7, int.from_bytes(data[pos + 1 : pos + 4], "big")
+        pos += 4 + size
+        if last:
+            return pos
+
+
+def test_verified_decode_catches_damage_anywhere_in_the_audio():
+    from train.data import CorruptSample, decode_verified
+
+    sr = 16000
+    t = np.arange(int(1.5 * sr)) / sr
+    x = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    data = encode_flac(x, sr)
+    ok, got_sr = decode_verified(data, "x", 1.5)
+    assert got_sr == sr and ok.shape == (x.size, 1)
+    np.testing.assert_array_equal(ok[:, 0], sf.read(io.BytesIO(data), dtype="float32")[0])
+    rng = np.random.default_rng(1)
+    start = flac_frames_offset(data)
+    reasons = {}
+    for _ in range(60):  # random bytes anywhere in the frames
+        d = bytearray(data)
+        off = int(rng.integers(start, len(d) - 8))
+        for i in range(int(rng.integers(1, 8))):
+            d[off + i] ^= int(rng.integers(1, 256))
+        with pytest.raises(CorruptSample) as e:
+            decode_verified(bytes(d), "x", 1.5)
+        reasons[e.value.reason] = reasons.get(e.value.reason, 0) + 1
+    assert set(reasons) <= {"undecodable_audio", "audio_checksum_mismatch", "audio_length_mismatch"}
+    # The header's MD5 (audio intact, checksum not) and its sample rate (length no longer the JSON's).
+    for off, reason in ((30, "audio_checksum_mismatch"), (18, "audio_length_mismatch")):
+        d = bytearray(data)
+        d[off] ^= 0x5A
+        with pytest.raises(CorruptSample, match=reason):
+            decode_verified(bytes(d), "x", 1.5)
+    with pytest.raises(CorruptSample, match="audio_length_mismatch"):
+        decode_verified(data, "x", 1.2)  # the JSON says another length
 
 
 # --- pair audio -------------------------------------------------------------------------------
@@ -445,3 +575,26 @@ def test_resume_continues_with_exactly_the_next_batches(tmp_path, num_workers):
         stream = ShardStream(urls, spec, cfg, resume=saved)
         first = next(iter(stream))
         assert first["keys"] == full[n]["keys"] and spec.decoded == len(first["keys"])
+
+
+def test_shard_checksum_is_verified_while_streaming(tmp_path):
+    """The sha256 is computed over the bytes as they stream: an index that disagrees with the
+    shard is counted (``shard_checksum``) once the shard was read; intact samples still pass,
+    as the per-member verification is what keeps damage out of batches."""
+    from train.data import ShardRef, shard_refs
+
+    root = str(tmp_path / "c")
+    make_corpus(root, [("codec", [codec_sample(f"k{s}_{j}", 0.3) for j in range(3)]) for s in range(2)])
+    refs = shard_refs(root, "codec")
+    assert all(r.sha256 and r.num_bytes for r in refs)
+    cfg = LoaderConfig(batch_size=8, shuffle_buffer=0, shuffle_shards=False)
+    clean = codec_loader(refs, cfg, epochs=1)
+    assert len(all_keys(batches(clean))) == 6 and clean.dataset.counter.reasons == {}
+    wrong = [refs[0], ShardRef(refs[1].url, "0" * 64, refs[1].num_bytes)]
+    loader = codec_loader(wrong, cfg, epochs=1)
+    assert len(all_keys(batches(loader))) == 6
+    assert loader.dataset.counter.reasons == {"shard_checksum": 1}
+    # Plain URLs carry no checksum: nothing to verify, nothing counted.
+    plain = codec_loader([r.url for r in wrong], cfg, epochs=1)
+    batches(plain)
+    assert plain.dataset.counter.reasons == {}

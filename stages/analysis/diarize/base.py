@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from stages.analysis.vad import SpeechSegment
+    from stages.analysis.vad import SpeechActivity, SpeechSegment
 
 SAMPLE_RATE = 16000
 
@@ -36,11 +36,13 @@ class SpeakerTurn:
 
 @dataclass(frozen=True)
 class DiarizeHints:
-    """What a source or the ASR knows before diarization: a known speaker count (a podcast's
-    manifest entry) and word spans (speaker changes fall between words)."""
+    """What a source or the earlier stages know before diarization: a known speaker count (a
+    podcast's manifest entry), word spans (speaker changes fall between words) and the VAD's
+    window probabilities (so a backend need not run Silero again)."""
 
     num_speakers: Optional[int] = None
     words: tuple[tuple[float, float], ...] = ()
+    activity: Optional[SpeechActivity] = None
 
 
 @dataclass(frozen=True)

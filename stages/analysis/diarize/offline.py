@@ -92,7 +92,7 @@ class OfflineDiarizer(DiarizerBase):
         if not regions:
             return Diarization([], {"speakers": 0})
         gain = level_gain(mono, regions)
-        pieces = self._pause_pieces(mono, regions)
+        pieces = self._pause_pieces(mono, regions, hints)
         mels = {id(p): self.encoder.mel(_clean(mono[p.start * MEL_HOP: p.end * MEL_HOP]) * gain)[: p.frames]
                 for p in pieces}
         energy = _EnergyAt(mono)
@@ -102,6 +102,11 @@ class OfflineDiarizer(DiarizerBase):
         if not chunks:
             # Speech too short for any embedding: one speaker.
             return self._result(regions, [(p, 0) for p in pieces], [], k=1, stats={"silhouette": 0.0})
+        # Embeddings relative to the recording's mean voice (VBx centres its x-vectors likewise):
+        # what all the speech shares (channel, noise, the language) drops out, and what tells
+        # the speakers apart is left; one voice's pieces then scatter round the origin.
+        mean = np.average(chunk_emb, axis=0, weights=chunk_w) if self.p.center else np.zeros(EMBED)
+        chunk_emb = unit(chunk_emb - mean)
         lo, hi = self._count_bounds(hints)
         est = estimate_clusters(
             chunk_emb, chunk_w, min_k=lo, max_k=hi, min_silhouette=self.p.min_silhouette,
@@ -112,7 +117,7 @@ class OfflineDiarizer(DiarizerBase):
         k = max(1, est.k)
         cent = centroids(chunk_emb, est.labels, k, chunk_w)
         steps = self._steps(pieces, windows, self._embed_windows(pieces, mels, self.short_win))
-        labels, short_sims = self._resegment(steps, cent)
+        labels, short_sims = self._resegment(steps, cent, mean)
         overlaps = self._overlaps(steps, labels, short_sims) if self.p.overlap and k > 1 else []
         stats = {"silhouette": round(est.silhouette, 4), "contrast": round(est.contrast, 4),
                  "best_split_silhouette": round(est.best_split_silhouette, 4), "clustered_pieces": len(chunks)}
@@ -125,12 +130,12 @@ class OfflineDiarizer(DiarizerBase):
 
     # -- 1. pieces ------------------------------------------------------------------------------
 
-    def _pause_pieces(self, mono: np.ndarray, regions: list[tuple[int, int]]) -> list[_Piece]:
+    def _pause_pieces(self, mono: np.ndarray, regions: list[tuple[int, int]], hints: DiarizeHints) -> list[_Piece]:
         """Speech regions cut at pauses of `split_pause_s` or more (Silero's probability below its
-        off threshold)."""
+        off threshold; the VAD's own probabilities when the hints carry them)."""
         if self.p.split_pause_s <= 0:
             return [_Piece(a, b, False) for a, b in regions]
-        probs = self.vad().frame_probabilities(mono)
+        probs = hints.activity.probs if hints.activity is not None else self.vad().frame_probabilities(mono)
         per_frame = np.interp(
             np.arange(len(mono) // MEL_HOP) * FRAME_S, (np.arange(len(probs)) + 0.5) * 512 / SAMPLE_RATE, probs
         )
@@ -304,7 +309,8 @@ class OfflineDiarizer(DiarizerBase):
                                        nearest(short[id(p)], (a + b) / 2), j == 0 and p.after_break, j == 0))
         return steps
 
-    def _resegment(self, steps: list["_Step"], cent: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def _resegment(self, steps: list["_Step"], cent: np.ndarray,
+                   mean: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """Viterbi over the steps: (speaker per step, short-scale similarities or None).
 
         Each step scores every speaker at two scales: its long window against the clusters'
@@ -317,16 +323,18 @@ class OfflineDiarizer(DiarizerBase):
             return np.zeros(len(steps), dtype=int), None
         has_l = np.array([s.emb is not None for s in steps])
         has_s = np.array([s.emb_short is not None for s in steps])
-        long_sims = np.array([cent @ s.emb if s.emb is not None else np.zeros(k) for s in steps])
+        long_sims = np.array([cent @ unit(s.emb - mean) if s.emb is not None else np.zeros(k) for s in steps])
         first = np.argmax(long_sims, axis=1)
         margin_l = _median_margin(long_sims[has_l])
         confident = has_l & has_s & (_margins(long_sims) >= margin_l)
         scores = np.where(has_l[:, None], long_sims / margin_l, 0.0)
         short_sims = None
         if confident.any() and len(np.unique(first[confident])) == k:
-            cent_s = centroids(np.array([s.emb_short for s, c in zip(steps, confident) if c]), first[confident], k)
-            short_sims = np.array([cent_s @ s.emb_short if s.emb_short is not None else np.full(k, np.nan)
-                                   for s in steps])
+            short = np.array([s.emb_short if s.emb_short is not None else np.zeros(EMBED) for s in steps])
+            if mean.any() and _CENTER_SHORT:
+                short = np.where(has_s[:, None], unit(short - short[has_s].mean(axis=0)), 0.0)
+            cent_s = centroids(short[confident], first[confident], k)
+            short_sims = np.where(has_s[:, None], short @ cent_s.T, np.nan)
             margin_s = _median_margin(short_sims[has_s])
             scores = scores + np.where(has_s[:, None], np.nan_to_num(short_sims) / margin_s, 0.0)
         switch = np.array([self.p.switch_cost_pause if s.first else self.p.switch_cost for s in steps])
@@ -410,6 +418,10 @@ class OfflineDiarizer(DiarizerBase):
         stats = {"speakers": len(shares), **stats,
                  "shares": {s: round(v / whole, 4) for s, v in sorted(shares.items())}}
         return Diarization(turns, stats)
+
+
+import os
+_CENTER_SHORT = os.environ.get("CSHORT", "1") == "1"
 
 
 @dataclass

@@ -25,7 +25,7 @@ from stages.synth.llm import LlmConfig
 from stages.synth.llm_server import LlamaServerConfig
 from stages.sources.demo.loopback import serve_directory
 from stages.sources.fetch import FetchConfig
-from stages.sources.base import Discovery, RecordingTask
+from stages.sources.base import Discovery, RecordingTask, SourceBase
 from stages.sources.demo.fisher_calls import generate_demo_fisher
 from stages.sources.fisher import FisherConfig, FisherSource
 from stages.sources.podcasts import FeedConfig, PodcastsConfig, PodcastsSource
@@ -111,7 +111,7 @@ def demo_synthetic_config(config: DemoConfig, output_dir: str) -> SyntheticConfi
     )
 
 
-class DemoSource:
+class DemoSource(SourceBase):
     name = "demo"
 
     def __init__(self, config: DemoConfig):
@@ -145,7 +145,8 @@ class DemoSource:
                 feeds=[FeedConfig(url=feed_url, lang=self.config.lang, license=self.config.license,
                                   title="convcorpus demo podcast", roles="host_first")],
                 download_dir=os.path.join(self.podcast_root, "downloads"),
-                fetch=FetchConfig(rate_limit_per_s=0),  # our own loopback server
+                # Our own loopback server: private addresses are allowed explicitly, for this feed only.
+                fetch=FetchConfig(rate_limit_per_s=0, allow_private_hosts=True),
             ))
             episodes = self.podcasts.discover()
         return Discovery(found.tasks + episodes.tasks, found.rejects + episodes.rejects)
@@ -157,6 +158,12 @@ class DemoSource:
                 download_dir=os.path.join(self.podcast_root, "downloads"),
             ))
         return self.podcasts
+
+    def prepare_fingerprint(self) -> str:
+        return self.synthetic.prepare_fingerprint()
+
+    def prepare(self, task: RecordingTask) -> bool:
+        return self.synthetic.prepare(task) if task.source == self.synthetic.name else False
 
     def read_audio(self, task: RecordingTask) -> DecodedAudio:
         if task.source == self.fisher.name:
